@@ -1,0 +1,3 @@
+from tokpack.cli import main
+
+main()

@@ -1,0 +1,46 @@
+"""CLI options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
+Output = Annotated[
+    Optional[str], typer.Option("--output", "-o", metavar="FILE", help="Output file ('-' for stdout).")
+]
+Stdout = Annotated[bool, typer.Option("--stdout", "-c", help="Write to stdout.")]
+Force = Annotated[
+    bool,
+    typer.Option("--force", "-f", help="Overwrite existing output; allow binary output to a terminal."),
+]
+Model = Annotated[
+    str,
+    typer.Option("--model", "-m", metavar="NAME", help="Codec model: encodec_24khz, encodec_48khz, test_24khz, test_48khz."),
+]
+Weights = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--weights",
+        metavar="PATH",
+        help="Checkpoint file to use instead of the cached official one (also: TOKPACK_WEIGHTS).",
+        dir_okay=False,
+    ),
+]
+DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
+Threads = Annotated[
+    Optional[int],
+    typer.Option("--threads", "-T", min=1, metavar="N", help="Torch threads (codes can differ slightly between thread counts)."),
+]
+Quiet = Annotated[int, typer.Option("--quiet", "-q", count=True, help="Say less (errors only).")]
+Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="Say more.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks (also: TOKPACK_DEBUG=1).")]
