@@ -1,0 +1,121 @@
+"""Write the golden vectors listed in docs/FORMAT.md into tests/data/.
+
+The bytes are deterministic (seeded numpy, fixed coders); tests/test_formats_golden.py
+rebuilds them in memory with golden_vectors() and compares byte for byte.
+
+    python scripts/make_golden.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pathlib
+
+import numpy as np
+
+from tokpack.formats import ChannelMode, ContainerWriter, Header, Resampler, dumps
+
+DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
+SEED = 20261122
+WEIGHTS = hashlib.sha256(b"tokpack golden vector weights").digest()
+
+
+def _header(**fields) -> Header:
+    base = dict(
+        model_id="test_24khz",
+        weights_sha256=WEIGHTS,
+        model_sample_rate=24_000,
+        hop_length=320,
+        codebook_size=1024,
+        n_codebooks=2,
+        model_channels=1,
+        source_sample_rate=24_000,
+        source_channels=1,
+    )
+    return Header(**{**base, **fields})
+
+
+def _zipf(rng: np.random.Generator, shape: tuple[int, ...], size: int, a: float) -> np.ndarray:
+    """Zipf(a) over ranks, ranks mapped to codes by a random permutation."""
+    p = np.arange(1, size + 1, dtype=np.float64) ** -a
+    return rng.permutation(size)[rng.choice(size, size=shape, p=p / p.sum())]
+
+
+def golden_vectors() -> dict[str, bytes]:
+    rng = np.random.default_rng(SEED)
+    vectors = {}
+
+    # 1600 samples at 24 kHz -> 5 frames of 2 codebooks; 4 frames per chunk -> chunks of 4 and 1.
+    tiny = _header(frames_per_chunk=4, source_frames=1600, model_samples=1600)
+    vectors["tiny_24khz.tpk"] = dumps(tiny, rng.integers(0, 1024, (2, 5)), coder="pack")
+
+    vectors["empty.tpk"] = dumps(
+        _header(source_frames=0, model_samples=0), np.zeros((2, 0), np.int64)
+    )
+
+    # 48 kHz-like stereo model, scaled down: segments of 1600 samples (5 frames) every 1200.
+    # 2251 frames at 44.1 kHz -> 2451 model samples -> segments at 0, 1200, 2400 of
+    # 1600, 1251, 51 samples -> 5, 4, 1 frames; 2 segments per chunk.
+    segmented = _header(
+        model_id="test_48khz",
+        model_sample_rate=48_000,
+        n_codebooks=4,
+        model_channels=2,
+        source_sample_rate=44_100,
+        source_channels=2,
+        resampler=Resampler.SINC_HANN,
+        segment_length=1600,
+        segment_stride=1200,
+        frames_per_chunk=10,
+        source_frames=2251,
+        model_samples=2451,
+    )
+    vectors["segmented_48khz.tpk"] = dumps(
+        segmented,
+        rng.integers(0, 1024, (4, 10)),
+        segment_frames=[5, 4, 1],
+        scales=rng.lognormal(-2.0, 0.5, 3).astype(np.float32),
+    )
+
+    # 3 source channels, each its own stream through a mono model, written as if to a pipe:
+    # the header does not know the lengths, END does. Periodic tokens: zstd wins.
+    split = _header(
+        n_codebooks=4,
+        source_sample_rate=48_000,
+        source_channels=3,
+        n_streams=3,
+        channel_mode=ChannelMode.SPLIT,
+        resampler=Resampler.SINC_HANN,
+    )
+    period = rng.integers(0, 1024, (3, 4, 6))
+    buffer = io.BytesIO()
+    with ContainerWriter(buffer, split, coder="zstd") as writer:
+        writer.write(np.tile(period, (1, 1, 7))[:, :, :40])
+        writer.close(source_frames=25_600, model_samples=12_800)
+    vectors["split_3ch_zstd.tpk"] = buffer.getvalue()
+
+    # Stereo 44.1 kHz downmixed for a mono model; non-power-of-two codebook, skewed codes.
+    planes = _header(
+        codebook_size=1000,
+        n_codebooks=8,
+        source_sample_rate=44_100,
+        source_channels=2,
+        channel_mode=ChannelMode.DOWNMIX,
+        resampler=Resampler.SINC_HANN,
+        source_frames=11_025,
+        model_samples=6000,
+    )
+    vectors["planes_cb1000.tpk"] = dumps(planes, _zipf(rng, (8, 19), 1000, 1.2), coder="planes")
+    return vectors
+
+
+def main() -> None:
+    DATA.mkdir(parents=True, exist_ok=True)
+    for name, data in golden_vectors().items():
+        (DATA / name).write_bytes(data)
+        print(f"{name}: {len(data)} bytes")
+
+
+if __name__ == "__main__":
+    main()

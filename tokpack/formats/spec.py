@@ -1,0 +1,134 @@
+"""Constants of the tokpack container format, one for one with docs/FORMAT.md.
+
+Nothing here computes anything: if a number below changes, the spec changes with it.
+"""
+
+from __future__ import annotations
+
+import enum
+
+FORMAT_DATE = "2026-11-22"
+
+MAGIC = b"\x89TPK\r\n\x1a\n"
+VERSION_MAJOR = 1
+VERSION_MINOR = 0
+
+# Header (section "Header" of FORMAT.md): (field, offset, struct code) in file order.
+HEADER_FIELDS = (
+    ("magic", 0, "8s"),
+    ("version_major", 8, "B"),
+    ("version_minor", 9, "B"),
+    ("header_size", 10, "H"),
+    ("flags", 12, "I"),
+    ("model_id", 16, "32s"),
+    ("weights_sha256", 48, "32s"),
+    ("model_sample_rate", 80, "I"),
+    ("hop_length", 84, "I"),
+    ("codebook_size", 88, "I"),
+    ("n_codebooks", 92, "B"),
+    ("model_channels", 93, "B"),
+    ("n_streams", 94, "B"),
+    ("channel_mode", 95, "B"),
+    ("segment_length", 96, "I"),
+    ("segment_stride", 100, "I"),
+    ("frames_per_chunk", 104, "H"),
+    ("resampler", 106, "B"),
+    ("reserved_107", 107, "B"),
+    ("source_sample_rate", 108, "I"),
+    ("source_channels", 112, "H"),
+    ("reserved_114", 114, "H"),
+    ("source_frames", 116, "Q"),
+    ("model_samples", 124, "Q"),
+)
+HEADER_OFFSET = {name: offset for name, offset, _ in HEADER_FIELDS}
+HEADER_STRUCT = "<" + "".join(code for _, _, code in HEADER_FIELDS)
+HEADER_PREFIX_SIZE = 12  # magic, version_major, version_minor, header_size
+HEADER_FIELDS_SIZE = 132  # v1.0 fields; later minors append theirs before the CRC
+HEADER_CRC_SIZE = 4
+HEADER_SIZE = HEADER_FIELDS_SIZE + HEADER_CRC_SIZE  # 136, what this version writes
+MAX_HEADER_SIZE = 4096
+
+# Header field ranges.
+UNKNOWN = 0xFFFF_FFFF_FFFF_FFFF  # source_frames / model_samples not known when written
+MAX_LENGTH = 2**48  # largest known source_frames / model_samples
+MODEL_ID_SIZE = 32
+MODEL_ID_ALPHABET = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_.-")
+WEIGHTS_SHA256_SIZE = 32
+MAX_SAMPLE_RATE = 768_000
+MAX_HOP_LENGTH = 65_536
+MIN_CODEBOOK_SIZE = 2
+MAX_CODEBOOK_SIZE = 65_536
+MAX_CODEBOOKS = 64
+MAX_MODEL_CHANNELS = 8
+MAX_STREAMS = 64
+MAX_SEGMENT_LENGTH = 0xFFFF_FFFF
+MAX_FRAMES_PER_CHUNK = 65_535
+MAX_SOURCE_CHANNELS = 1024
+
+
+class ChannelMode(enum.IntEnum):
+    """How source channels become model channels and token streams (header byte 95)."""
+
+    AS_IS = 0
+    DOWNMIX = 1
+    UPMIX = 2
+    SPLIT = 3
+    FOLD_STEREO = 4
+
+
+class Resampler(enum.IntEnum):
+    """How the source was brought to the model rate (header byte 106)."""
+
+    NONE = 0
+    SINC_HANN = 1
+
+
+# Chunk framing: type u8, param u8, count u16, payload_length u32, payload, crc32 u32.
+CHUNK_HEAD_STRUCT = "<BBHI"
+CHUNK_HEAD_SIZE = 8
+CHUNK_CRC_SIZE = 4
+CHUNK_FRAMING_SIZE = CHUNK_HEAD_SIZE + CHUNK_CRC_SIZE
+
+
+class ChunkType(enum.IntEnum):
+    """Chunk types defined by this version; 0x03-0x7F are reserved critical types."""
+
+    TOKENS = 0x01
+    END = 0x02
+
+
+FIRST_RESERVED_CRITICAL = 0x03
+FIRST_OPTIONAL = 0x80  # 0x80-0xFF: a reader that does not know the type skips the chunk
+MAX_OPTIONAL_PAYLOAD = 16 * 2**20
+TOKENS_PAYLOAD_SLACK = 64  # plus R/256: zstd's worst-case expansion of R bytes
+SEGMENT_COUNT_STRUCT = "<H"
+SEGMENT_COUNT_SIZE = 2
+SEGMENT_FRAMES_SIZE = 2
+SCALE_SIZE = 4
+
+# END payload: n_chunks u32, total_frames u64, source_frames u64, model_samples u64,
+# token_digest 16 bytes.
+END_STRUCT = "<IQQQ16s"
+END_PAYLOAD_SIZE = 44
+END_FIELDS = (
+    ("n_chunks", 0),
+    ("total_frames", 4),
+    ("source_frames", 12),
+    ("model_samples", 20),
+    ("token_digest", 28),
+)
+END_OFFSET = dict(END_FIELDS)
+END_CHUNK_SIZE = CHUNK_FRAMING_SIZE + END_PAYLOAD_SIZE
+DIGEST_SIZE = 16  # hashlib.blake2b(digest_size=16)
+
+
+class Coder(enum.IntEnum):
+    """Token coders: the param byte of a TOKENS chunk."""
+
+    PACK = 0
+    PACK_ZSTD = 1
+    PLANES_ZSTD = 2
+
+
+ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_LEVEL = 19

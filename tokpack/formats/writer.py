@@ -1,0 +1,212 @@
+"""ContainerWriter: header, TOKENS chunks as frames arrive, END on close; never seeks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import BinaryIO
+
+import numpy as np
+import zstandard
+
+from tokpack.formats import coding, spec
+from tokpack.formats.chunk import Trailer, encode_segment_table, frame_chunk
+from tokpack.formats.header import Header
+
+
+class ContainerWriter:
+    """Write a container to a path or a binary file object (a pipe is fine).
+
+    As a context manager it writes END on a clean exit; after an exception it writes
+    nothing more, so the output stays visibly incomplete for the caller to discard.
+    """
+
+    def __init__(
+        self,
+        dst: str | os.PathLike | BinaryIO,
+        header: Header,
+        *,
+        coder: str = "auto",
+        zstd_level: int = spec.ZSTD_LEVEL,
+    ) -> None:
+        if coder not in coding.CODER_CHOICES:
+            raise ValueError(
+                f"coder must be one of {', '.join(coding.CODER_CHOICES)}, got {coder!r}"
+            )
+        if header.version_minor != spec.VERSION_MINOR:
+            raise ValueError(
+                f"this writer writes version {spec.VERSION_MAJOR}.{spec.VERSION_MINOR}, "
+                f"the header says minor version {header.version_minor}"
+            )
+        self.header = header
+        self._coder = coder
+        self._compressor = zstandard.ZstdCompressor(
+            level=zstd_level, write_content_size=True, write_checksum=False
+        )
+        self._owned = isinstance(dst, (str, os.PathLike))
+        self._file: BinaryIO = open(dst, "wb") if self._owned else dst
+        self._closed = False
+        self._bytes_written = 0
+        self._digest = hashlib.blake2b(digest_size=spec.DIGEST_SIZE)
+        self._n_chunks = 0
+        self._total_frames = 0
+        self._pending: list[np.ndarray] = []
+        self._pending_frames = 0
+        self._segments: list[tuple[np.ndarray, np.ndarray]] = []
+        self._max_segment_frames = header.segment_frames
+        try:
+            self._write(header.to_bytes())
+        except BaseException:
+            self._release()
+            raise
+
+    @property
+    def bytes_written(self) -> int:
+        return self._bytes_written
+
+    def __enter__(self) -> ContainerWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None and not self._closed:
+            self.close()
+        else:
+            self._release()
+
+    def write(self, tokens) -> None:
+        """Append frames: [n_streams, K, T] (or [K, T] for one stream), any integer dtype."""
+        self._check_open()
+        if self.header.segmented:
+            raise ValueError("the header is segmented: use write_segment()")
+        array = self._as_tokens(tokens)
+        if array.shape[2] == 0:
+            return
+        self._pending.append(array)
+        self._pending_frames += array.shape[2]
+        per_chunk = self.header.frames_per_chunk
+        if self._pending_frames < per_chunk:
+            return
+        merged = np.concatenate(self._pending, axis=2)
+        full = merged.shape[2] - merged.shape[2] % per_chunk
+        for start in range(0, full, per_chunk):
+            self._emit(merged[:, :, start : start + per_chunk])
+        self._pending = [merged[:, :, full:]] if full < merged.shape[2] else []
+        self._pending_frames = merged.shape[2] - full
+
+    def write_segment(self, tokens, scales) -> None:
+        """Append one segment: its tokens (1..segment_frames frames) and one scale per stream."""
+        self._check_open()
+        if not self.header.segmented:
+            raise ValueError("the header is not segmented: use write()")
+        array = self._as_tokens(tokens)
+        n_frames = array.shape[2]
+        if not 1 <= n_frames <= self._max_segment_frames:
+            raise ValueError(
+                f"a segment here must have 1..{self._max_segment_frames} frames, got {n_frames} "
+                f"(at most segment_frames={self.header.segment_frames}, "
+                "never more than the previous segment)"
+            )
+        scale = np.asarray(scales, dtype=np.float64).reshape(-1)
+        if scale.size != self.header.n_streams:
+            raise ValueError(f"need {self.header.n_streams} scale(s), got {scale.size}")
+        scale = scale.astype(np.float32)
+        if not np.all(np.isfinite(scale) & (scale > 0)):
+            raise ValueError(f"scales must be finite and > 0 as float32, got {scale.tolist()}")
+        self._segments.append((array, scale))
+        self._max_segment_frames = n_frames
+        if len(self._segments) == self.header.segments_per_chunk:
+            self._emit_segments()
+
+    def close(
+        self, *, source_frames: int | None = None, model_samples: int | None = None
+    ) -> Trailer:
+        """Flush the last chunk and write END; the lengths are needed if the header lacks them."""
+        self._check_open()
+        source_frames = _final_length("source_frames", self.header.source_frames, source_frames)
+        model_samples = _final_length("model_samples", self.header.model_samples, model_samples)
+        if self._pending:
+            self._emit(np.concatenate(self._pending, axis=2))
+            self._pending, self._pending_frames = [], 0
+        if self._segments:
+            self._emit_segments()
+        trailer = Trailer(
+            n_chunks=self._n_chunks,
+            total_frames=self._total_frames,
+            source_frames=source_frames,
+            model_samples=model_samples,
+            token_digest=self._digest.digest(),
+        )
+        self._write(frame_chunk(spec.ChunkType.END, 0, 0, trailer.to_bytes()))
+        flush = getattr(self._file, "flush", None)
+        if flush is not None:
+            flush()
+        self._release()
+        return trailer
+
+    def _release(self) -> None:
+        self._closed = True
+        if self._owned:
+            self._file.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("the container writer is closed")
+
+    def _as_tokens(self, tokens) -> np.ndarray:
+        header = self.header
+        array = np.asarray(tokens)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(f"tokens must be integers, got dtype {array.dtype}")
+        if array.ndim == 2 and header.n_streams == 1:
+            array = array[np.newaxis]
+        if array.ndim != 3 or array.shape[:2] != (header.n_streams, header.n_codebooks):
+            two_d = " or [K, T]" if header.n_streams == 1 else ""
+            raise ValueError(
+                f"tokens must have shape [{header.n_streams}, {header.n_codebooks}, T]{two_d}, "
+                f"got {list(array.shape)}"
+            )
+        if array.size and (array.min() < 0 or array.max() >= header.codebook_size):
+            raise ValueError(
+                f"tokens must be in 0..{header.codebook_size - 1}, got {array.min()}..{array.max()}"
+            )
+        return array.astype(np.uint16)
+
+    def _emit_segments(self) -> None:
+        tokens = np.concatenate([array for array, _ in self._segments], axis=2)
+        frames = np.array([array.shape[2] for array, _ in self._segments])
+        scales = np.stack([scale for _, scale in self._segments])
+        self._segments = []
+        self._emit(tokens, encode_segment_table(frames, scales))
+
+    def _emit(self, tokens: np.ndarray, table: bytes = b"") -> None:
+        values = np.ascontiguousarray(tokens).ravel()
+        coder, coded = coding.encode(
+            values, self.header.bits_per_code, self._coder, self._compressor
+        )
+        self._write(frame_chunk(spec.ChunkType.TOKENS, coder, tokens.shape[2], table + coded))
+        self._digest.update(table)
+        self._digest.update(values.astype("<u2").tobytes())
+        self._n_chunks += 1
+        self._total_frames += tokens.shape[2]
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[self._file.write(view) :]
+        self._bytes_written += len(data)
+
+
+def _final_length(name: str, in_header: int | None, given: int | None) -> int:
+    if given is None:
+        if in_header is None:
+            raise ValueError(f"{name} is not in the header: pass close({name}=...)")
+        return in_header
+    if (
+        isinstance(given, bool)
+        or not isinstance(given, (int, np.integer))
+        or not 0 <= given <= spec.MAX_LENGTH
+    ):
+        raise ValueError(f"{name} must be an integer in 0..2^48, got {given!r}")
+    if in_header is not None and given != in_header:
+        raise ValueError(f"{name}={given} contradicts the header's {in_header}")
+    return int(given)
