@@ -12,7 +12,7 @@ from tokpack.cli import paths
 from tokpack.errors import TokpackError
 
 runner = CliRunner()
-COMMANDS = ["encode", "decode"]
+COMMANDS = ["encode", "decode", "inspect"]
 
 
 def test_version():

@@ -9,6 +9,7 @@ import typer
 from tokpack import __version__
 from tokpack.cli.decode import decode_command
 from tokpack.cli.encode import encode_command
+from tokpack.cli.inspect_cmd import inspect_command
 
 app = typer.Typer(
     name="tokpack",
@@ -36,6 +37,7 @@ def _main(
 
 app.command("encode")(encode_command)
 app.command("decode")(decode_command)
+app.command("inspect")(inspect_command)
 
 
 def main() -> None:

@@ -59,6 +59,19 @@ class Messages:
         if self.verbosity > 0:
             sys.stderr.write(line + "\n")
 
+    def report(self, path: str | None, exc: TokpackError | OSError) -> str:
+        """Print an expected failure as one line (traceback with --debug); return the message."""
+        if self.debug:
+            traceback.print_exception(exc)
+        if isinstance(exc, TokpackError):
+            # The error may already carry the path; don't say it twice.
+            path, message = exc.path or path, exc.message
+        else:
+            path = exc.filename if isinstance(exc.filename, str) else path
+            message = exc.strerror or str(exc)
+        self.error(path, message)
+        return message
+
     def run(self, path: str | None, fn: Callable[[], T]) -> T:
         """Run ``fn``; turn expected failures into one line and exit 1 (130 on Ctrl-C)."""
         try:
@@ -67,17 +80,8 @@ class Messages:
             if self.debug:
                 traceback.print_exc()
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except TokpackError as exc:
-            if self.debug:
-                traceback.print_exc()
-            # The error may already carry the path; don't say it twice.
-            self.error(exc.path or path, exc.message)
-            raise typer.Exit(EXIT_FAILED) from None
-        except OSError as exc:
-            if self.debug:
-                traceback.print_exc()
-            where = exc.filename if isinstance(exc.filename, str) else path
-            self.error(where, exc.strerror or str(exc))
+        except (TokpackError, OSError) as exc:
+            self.report(path, exc)
             raise typer.Exit(EXIT_FAILED) from None
 
 

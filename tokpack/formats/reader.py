@@ -105,6 +105,11 @@ class ContainerReader:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
 
+    @property
+    def bytes_read(self) -> int:
+        """Bytes consumed so far (the file size once iteration has finished)."""
+        return self._src.offset
+
     def close(self) -> None:
         if self._owned:
             self._file.close()
