@@ -1,0 +1,105 @@
+"""Shared fixtures: a fresh model cache per session, synthetic signals, the corpus.
+
+Kept generic on purpose: anything specific to one test module lives in that module.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+#: the public corpus sits beside the repository: <repo>/../shared/corpus
+CORPUS_DIR = (Path(__file__).parents[1] / ".." / "shared" / "corpus").resolve()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tokpack_cache(tmp_path_factory) -> Path:
+    """A session-wide, initially empty TOKPACK_CACHE, so test models are built fresh
+    (as in CI) and nothing is read from or written to the user's cache. Also clears
+    TOKPACK_WEIGHTS, which would override every model's weights."""
+    cache = tmp_path_factory.mktemp("tokpack-cache")
+    saved = {k: os.environ.get(k) for k in ("TOKPACK_CACHE", "TOKPACK_WEIGHTS")}
+    os.environ["TOKPACK_CACHE"] = str(cache)
+    os.environ.pop("TOKPACK_WEIGHTS", None)
+    yield cache
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def test_24khz(tokpack_cache):
+    """The test_24khz model, built and loaded once per session."""
+    from tokpack.codec.weights import load_model
+
+    return load_model("test_24khz")
+
+
+@pytest.fixture(scope="session")
+def test_48khz(tokpack_cache):
+    """The test_48khz model, built and loaded once per session."""
+    from tokpack.codec.weights import load_model
+
+    return load_model("test_48khz")
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    if not CORPUS_DIR.is_dir():
+        pytest.skip(f"the audio corpus is not at {CORPUS_DIR} (expected ../shared/corpus "
+                    f"beside the repository)")
+    return CORPUS_DIR
+
+
+class Signals:
+    """Deterministic synthetic audio, float32 [frames, channels]."""
+
+    @staticmethod
+    def sine(frames: int, rate: int = 24_000, channels: int = 1, freq: float = 440.0,
+             amp: float = 0.5) -> np.ndarray:
+        t = np.arange(frames) / rate
+        # channel c is detuned by c %, so channel mixing bugs show
+        cols = [amp * np.sin(2 * np.pi * freq * (1 + 0.01 * c) * t) for c in range(channels)]
+        return np.stack(cols, axis=1).astype(np.float32)
+
+    @staticmethod
+    def noise(frames: int, channels: int = 1, amp: float = 0.1, seed: int = 0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return (amp * rng.standard_normal((frames, channels))).astype(np.float32)
+
+    @staticmethod
+    def chirp(frames: int, rate: int = 24_000, channels: int = 1, f0: float = 100.0,
+              f1: float = 4000.0, amp: float = 0.4) -> np.ndarray:
+        t = np.arange(frames) / rate
+        dur = max(frames / rate, 1e-9)
+        phase = 2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * dur))
+        return np.repeat((amp * np.sin(phase))[:, None], channels, axis=1).astype(np.float32)
+
+    @staticmethod
+    def wav_bytes(data: np.ndarray, rate: int, subtype: str = "FLOAT",
+                  format: str = "WAV") -> io.BytesIO:
+        """An in-memory audio file of ``data``, rewound, as callers pass stdin."""
+        import soundfile as sf
+
+        buf = io.BytesIO()
+        sf.write(buf, data, rate, subtype=subtype, format=format)
+        buf.seek(0)
+        return buf
+
+    @staticmethod
+    def write(path: Path, data: np.ndarray, rate: int, subtype: str = "FLOAT") -> Path:
+        import soundfile as sf
+
+        sf.write(path, data, rate, subtype=subtype)
+        return path
+
+
+@pytest.fixture(scope="session")
+def signals() -> type[Signals]:
+    return Signals

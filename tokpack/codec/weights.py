@@ -1,0 +1,309 @@
+"""Find, fetch, verify and load model weights.
+
+Order of search for a model's state dict file (:func:`resolve_weights`):
+
+1. the explicit ``weights`` path (``--weights PATH``);
+2. the ``TOKPACK_WEIGHTS`` environment variable;
+3. the cache: official checkpoints in torch hub's ``<hub dir>/checkpoints/<file>``,
+   test models in tokpack's own cache (:func:`tokpack_cache_dir`);
+4. official checkpoints are then downloaded into that cache (hash-checked); test models
+   are built and saved there.
+
+Every file, official or test, is then loaded by the same code: ``torch.load(...,
+weights_only=True)``, checked key by key against the architecture, and hashed with
+:func:`weights_sha256` — the hash stored in containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import struct
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tokpack._io import atomic_write
+from tokpack.codec.registry import ModelSpec, get_spec
+from tokpack.errors import ModelError, WeightsNotFound
+
+if TYPE_CHECKING:
+    import torch
+    from encodec import EncodecModel
+
+WEIGHTS_ENV = "TOKPACK_WEIGHTS"
+CACHE_ENV = "TOKPACK_CACHE"
+
+#: torch hub's rule: a file named ``name-<hex>.ext`` must have a SHA-256 starting with
+#: <hex>. We ask for 8+ digits so ordinary names with a short hex-looking word pass.
+_HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.[A-Za-z0-9]+$")
+
+
+def torch_hub_dir() -> Path:
+    """torch.hub.get_dir(), computed without importing torch when torch isn't loaded.
+
+    torch's rule: ``$TORCH_HOME/hub``, TORCH_HOME defaulting to ``$XDG_CACHE_HOME/torch``
+    and XDG_CACHE_HOME to ``~/.cache``. If torch is already imported, ask it, so a
+    ``torch.hub.set_dir()`` made by the host program is honoured.
+    """
+    torch = sys.modules.get("torch")
+    hub = getattr(torch, "hub", None) if torch is not None else None
+    if hub is not None and hasattr(hub, "get_dir"):
+        return Path(hub.get_dir())
+    home = os.getenv("TORCH_HOME",
+                     os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def tokpack_cache_dir() -> Path:
+    """``$TOKPACK_CACHE``, else ``$XDG_CACHE_HOME/tokpack``, else ``~/.cache/tokpack``."""
+    env = os.getenv(CACHE_ENV)
+    if env:
+        return Path(os.path.expanduser(env))
+    xdg = os.getenv("XDG_CACHE_HOME") or "~/.cache"
+    return Path(os.path.expanduser(xdg)) / "tokpack"
+
+
+def official_cache_path(spec: ModelSpec) -> Path:
+    """Where torch hub keeps (and tokpack looks for) an official checkpoint."""
+    if spec.checkpoint is None:
+        raise ModelError(f"model {spec.name} has no official checkpoint")
+    return torch_hub_dir() / "checkpoints" / spec.checkpoint
+
+
+def test_model_dir() -> Path:
+    """Folder of the built test-model files; named after the build recipe's version."""
+    from tokpack.codec.testmodels import RECIPE_VERSION
+
+    return tokpack_cache_dir() / f"test-models-v{RECIPE_VERSION}"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_hash_in_name(path: Path) -> None:
+    """If ``path`` is named ``name-<hex>.ext`` (torch hub style), its SHA-256 must start
+    with <hex>; ModelError otherwise. Names without such a prefix are not checked."""
+    m = _HASH_IN_NAME.search(path.name)
+    if m is None:
+        return
+    prefix = m.group(1)
+    digest = file_sha256(path)
+    if not digest.startswith(prefix):
+        raise ModelError(
+            f"weights file is corrupt or not the expected one: its SHA-256 is "
+            f"{digest[:12]}..., but its name promises {prefix}; delete it and try again",
+            path=str(path),
+        )
+
+
+def resolve_weights(spec: ModelSpec, weights: str | os.PathLike | None = None) -> Path:
+    """Path of the state dict file for ``spec``; may download or build it (see module doc).
+
+    Raises WeightsNotFound (one line: model, file, URL and how to provide it) when an
+    official checkpoint is neither cached nor downloadable, and ModelError when a
+    downloaded file fails its hash check.
+    """
+    for source, value in (("--weights", weights), (WEIGHTS_ENV, os.getenv(WEIGHTS_ENV))):
+        if value is None or value == "":
+            continue
+        path = Path(os.path.expanduser(os.fspath(value)))
+        if not path.is_file():
+            raise WeightsNotFound(
+                f"weights file for {spec.name} does not exist (given by {source})",
+                path=str(path),
+            )
+        return path
+    if spec.is_test:
+        return _cached_test_model(spec)
+    cached = official_cache_path(spec)
+    if cached.is_file():
+        return cached
+    _download(spec, cached)
+    return cached
+
+
+def _download(spec: ModelSpec, dst: Path) -> None:
+    import urllib.error
+
+    import torch.hub
+
+    m = _HASH_IN_NAME.search(spec.checkpoint or "")
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(
+            spec.url, str(dst), hash_prefix=m.group(1) if m else None, progress=False
+        )
+    except RuntimeError as exc:  # torch hub's hash check
+        raise ModelError(f"download of {spec.url} failed its check: {exc}", path=str(dst))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        if isinstance(reason, OSError) and reason.strerror:
+            reason = reason.strerror  # "Name or service not known", without "[Errno -2]"
+        raise WeightsNotFound(
+            f"weights for model {spec.name} not found: {spec.checkpoint} is not cached and "
+            f"could not be downloaded from {spec.url} ({_one_line(reason)}); put the file "
+            f"at {dst}, or pass --weights PATH, or set {WEIGHTS_ENV}=PATH"
+        ) from None
+
+
+def _one_line(obj: object) -> str:
+    return " ".join(str(obj).split()) or type(obj).__name__
+
+
+def _cached_test_model(spec: ModelSpec) -> Path:
+    """The built test model file, building and saving it on first use."""
+    folder = test_model_dir()
+    found = sorted(folder.glob(f"{spec.name}-*.th")) if folder.is_dir() else []
+    for path in found:
+        if _HASH_IN_NAME.search(path.name):
+            return path
+    import io
+
+    import torch
+
+    from tokpack.codec.testmodels import build_test_state_dict
+
+    buf = io.BytesIO()
+    torch.save(build_test_state_dict(spec), buf)
+    data = buf.getvalue()
+    path = folder / f"{spec.name}-{hashlib.sha256(data).hexdigest()[:8]}.th"
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(data)
+    return path
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with typed errors."""
+    import torch
+
+    check_hash_in_name(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and unpickler errors all mean: not weights
+        raise ModelError(f"cannot load weights: {_one_line(exc)[:300]}", path=str(path))
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(
+            state["state_dict"], Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ModelError("not a state dict (a mapping of names to tensors)", path=str(path))
+    return dict(state)
+
+
+def check_fits(model: EncodecModel, state: Mapping[str, Any], spec: ModelSpec,
+               path: Path | None = None) -> None:
+    """ModelError if ``state`` does not fit ``model`` key for key and shape for shape."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state)
+                   if tuple(expected[k].shape) != tuple(state[k].shape))
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected),
+                        ("wrong shape", wrong)):
+        if keys:
+            shown = ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+            parts.append(f"{len(keys)} {label} key(s): {shown}")
+    raise ModelError(
+        f"weights do not fit the {spec.name} architecture: " + "; ".join(parts),
+        path=str(path) if path else None,
+    )
+
+
+def weights_sha256(state: Mapping[str, torch.Tensor]) -> bytes:
+    """SHA-256 of a state dict's content, independent of how the file was serialised.
+
+    Keys in sorted order; for each: u32 length + key (UTF-8), u8 length + dtype name
+    (e.g. ``float32``), u8 ndim + u64 per dimension, u64 byte count + the tensor's
+    contiguous little-endian bytes. All integers little-endian.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().to("cpu").contiguous()
+        name = key.encode("utf-8")
+        dtype = str(t.dtype).removeprefix("torch.").encode("ascii")
+        h.update(struct.pack("<I", len(name)) + name)
+        h.update(struct.pack("<B", len(dtype)) + dtype)
+        h.update(struct.pack("<B", t.dim()) + b"".join(struct.pack("<Q", d) for d in t.shape))
+        data = _le_bytes(t, torch)
+        h.update(struct.pack("<Q", len(data)))
+        h.update(data)
+    return h.digest()
+
+
+def _le_bytes(t: torch.Tensor, torch: Any) -> bytes:
+    flat = t.reshape(-1)
+    if sys.byteorder == "little" or flat.element_size() == 1:
+        return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+    arr = flat.numpy()  # big-endian host: bfloat16 etc. are not supported there
+    return arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+
+
+@dataclass
+class LoadedModel:
+    """A ready model: spec, torch module (eval mode), where its weights came from."""
+
+    spec: ModelSpec
+    model: EncodecModel
+    weights_sha256: bytes
+    weights_path: Path
+    device: str = "cpu"
+
+    @property
+    def weights_hex(self) -> str:
+        return self.weights_sha256.hex()
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" if available else "cpu"; an unavailable CUDA -> ModelError."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelError(f"unknown device {device!r}: {_one_line(exc)}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelError(f"device {device!r} is not supported; use cpu, cuda or auto")
+    return str(dev)
+
+
+def load_model(name: str, *, weights: str | os.PathLike | None = None,
+               device: str = "cpu") -> LoadedModel:
+    """Resolve, load, check and hash the weights of model ``name``; model in eval mode."""
+    spec = get_spec(name)
+    dev = resolve_device(device)
+    path = resolve_weights(spec, weights)
+    state = load_state_dict(path)
+
+    import torch
+
+    from tokpack.codec.architecture import build_architecture
+
+    with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the caller's RNG
+        model = build_architecture(spec)
+    check_fits(model, state, spec, path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # dtype trouble and the like, after the key check
+        raise ModelError(f"cannot load weights: {_one_line(exc)[:300]}", path=str(path))
+    model.eval().to(dev)
+    return LoadedModel(spec=spec, model=model, weights_sha256=weights_sha256(state),
+                       weights_path=path, device=dev)
