@@ -1,15 +1,21 @@
 """CLI behaviour that needs no model: help, version, usage errors, output rules."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from tokpack import __version__
 from tokpack.cli import app
-from tokpack.cli import paths
-from tokpack.errors import TokpackError
+from tokpack.batch import AUDIO_SUFFIXES, Job, check_destination, default_threads, plan_jobs, resolve_jobs
+from tokpack.cli.batch_run import check_stdout
+from tokpack.cli.output import Messages
+from tokpack.cli.report import show_progress
+from tokpack.errors import TokpackError, UsageError
 
 runner = CliRunner()
 COMMANDS = ["encode", "decode", "inspect"]
@@ -60,36 +66,89 @@ def test_stdin_needs_an_output(tmp_path):
     assert result.stderr == "tokpack: reading from stdin: give -o FILE or -c to write to stdout\n"
 
 
-def test_existing_output_is_not_overwritten(tmp_path):
+def test_existing_output_is_skipped_not_overwritten(tmp_path):
     src = tmp_path / "a.wav"
     src.write_bytes(b"not audio")
     dst = tmp_path / "a.tpk"
     dst.write_bytes(b"precious")
     result = runner.invoke(app, ["encode", str(src), "-m", "test_24khz"])
-    assert result.exit_code == 1
-    assert result.stderr == f"tokpack: {dst}: already exists; use -f to overwrite\n"
+    assert result.exit_code == 0
+    assert result.stderr == f"tokpack: {dst}: already exists, skipped (use -f to overwrite)\n"
     assert dst.read_bytes() == b"precious"
+
+
+def plan(inputs, **kw):
+    return plan_jobs(inputs, suffix=".tpk", walk_suffixes=AUDIO_SUFFIXES, **kw)
 
 
 def test_default_output_names(tmp_path):
     src = tmp_path / "speech.wav"
-    assert paths.resolve_destination(str(src), None, False, ".tpk", force=False).path == tmp_path / "speech.tpk"
-    assert paths.resolve_destination(str(src), "-", False, ".tpk", force=True).path is None
-    assert paths.resolve_destination(str(src), None, True, ".tpk", force=True).path is None
+    assert plan([str(src)]) == [Job(str(src), tmp_path / "speech.tpk")]
+    assert plan([str(src)], output="-") == [Job(str(src), None)]
+    assert plan([str(src)], stdout=True) == [Job(str(src), None)]
+    assert plan([str(src)], output=str(tmp_path / "x.bin")) == [Job(str(src), tmp_path / "x.bin")]
+
+
+def test_directories_need_recursive_and_mirror_into_output_dir(tmp_path):
+    (tmp_path / "in" / "b" / "c").mkdir(parents=True)
+    for rel in ("a.wav", "b/x.flac", "b/c/y.WAV", "b/notes.txt", "b/.hidden.wav"):
+        (tmp_path / "in" / rel).write_bytes(b"")
+    with pytest.raises(UsageError, match="is a directory \\(use -r"):
+        plan([str(tmp_path / "in")])
+    jobs = plan([str(tmp_path / "in")], recursive=True, output_dir=str(tmp_path / "out"))
+    assert [(Path(j.source).relative_to(tmp_path / "in").as_posix(), j.dest.relative_to(tmp_path).as_posix()) for j in jobs] == [
+        ("a.wav", "out/a.tpk"),
+        ("b/x.flac", "out/b/x.tpk"),
+        ("b/c/y.WAV", "out/b/c/y.tpk"),
+    ]
+    beside = plan([str(tmp_path / "in")], recursive=True)
+    assert beside[1].dest == tmp_path / "in" / "b" / "x.tpk"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(output="x.tpk"), "-o and -c take exactly one input, got 2"),
+        (dict(stdout=True), "-o and -c take exactly one input, got 2"),
+        (dict(output="x.tpk", output_dir="d"), "mutually exclusive"),
+    ],
+)
+def test_single_output_options_need_one_input(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        plan(["a.wav", "b.wav"], **kwargs)
 
 
 def test_same_input_and_output_is_refused(tmp_path):
     src = tmp_path / "x.tpk"
     src.write_bytes(b"x")
     with pytest.raises(TokpackError, match="input and output are the same file"):
-        paths.resolve_destination(str(src), str(src), False, ".wav", force=True)
+        check_destination(Job(str(src), src), force=True)
 
 
-def test_binary_to_a_terminal_is_refused_unless_forced(monkeypatch):
+def test_binary_to_a_terminal_is_refused_unless_forced(monkeypatch, capsys):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    with pytest.raises(TokpackError, match="refusing to write binary data to a terminal"):
-        paths.resolve_destination("x.wav", None, True, ".tpk", force=False)
-    assert paths.resolve_destination("x.wav", None, True, ".tpk", force=True).path is None
+    say = Messages()
+    with pytest.raises(typer.Exit) as exit_:
+        check_stdout(say, [Job("x.wav", None)], json_output=False, force=False)
+    assert exit_.value.exit_code == 1
+    assert capsys.readouterr().err == "tokpack: <stdout>: refusing to write binary data to a terminal (use -f to force)\n"
+    check_stdout(say, [Job("x.wav", None)], json_output=False, force=True)
+    check_stdout(say, [Job("x.wav", Path("x.tpk"))], json_output=False, force=False)
+
+
+def test_progress_decision():
+    assert show_progress(None, quiet=False, stderr_is_tty=True) is True
+    assert show_progress(None, quiet=False, stderr_is_tty=False) is False
+    assert show_progress(None, quiet=True, stderr_is_tty=True) is False
+    assert show_progress(True, quiet=False, stderr_is_tty=False) is True
+    assert show_progress(False, quiet=False, stderr_is_tty=True) is False
+
+
+def test_jobs_and_threads_division(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert resolve_jobs(0, 100) == 8 and resolve_jobs(4, 2) == 2 and resolve_jobs(1, 5) == 1
+    assert default_threads(4, None) == 2 and default_threads(3, None) == 2 and default_threads(1, None) is None
+    assert default_threads(4, 3) == 3
 
 
 def test_stdout_and_output_file_conflict():

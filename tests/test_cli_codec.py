@@ -42,12 +42,15 @@ def test_default_output_name_and_no_clobber(speechlike, tmp_path):
     tpk = tmp_path / "a.tpk"
     first = tpk.read_bytes()
     result = runner.invoke(app, ["encode", str(src), "-m", "test_24khz"])
-    assert result.exit_code == 1 and "already exists; use -f to overwrite" in result.stderr
+    assert result.exit_code == 0
+    assert result.stderr == f"tokpack: {tpk}: already exists, skipped (use -f to overwrite)\n"
+    tpk.write_bytes(b"stale")
     assert runner.invoke(app, ["encode", str(src), "-m", "test_24khz", "-f", "-q"]).exit_code == 0
     assert tpk.read_bytes() == first  # deterministic
     # decoding a.tpk would write a.wav: the source itself
     result = runner.invoke(app, ["decode", str(tpk)])
-    assert result.exit_code == 1 and f"tokpack: {src}: already exists" in result.stderr
+    assert result.exit_code == 0 and f"tokpack: {src}: already exists, skipped" in result.stderr
+    assert src.read_bytes() == speechlike.read_bytes()
 
 
 def test_pipes_give_the_same_bytes_as_files(speechlike, tmp_path):
@@ -71,7 +74,7 @@ def test_decode_options(speechlike, tmp_path):
     assert r.exit_code == 0, r.stderr
     info = sf.info(flac)
     assert (info.format, info.samplerate, info.subtype, info.frames) == ("FLAC", 48_000, "PCM_24", 120_000)
-    r = runner.invoke(app, ["decode", str(tpk), "-o", str(tmp_path / "z.wav"), "-r", "16000", "--subtype", "FLOAT"])
+    r = runner.invoke(app, ["decode", str(tpk), "-o", str(tmp_path / "z.wav"), "--sample-rate", "16000", "--subtype", "FLOAT"])
     assert r.exit_code == 0
     assert sf.info(tmp_path / "z.wav").frames == 40_000
 

@@ -81,3 +81,7 @@ class WeightsNotFound(ModelError):
 
 class WeightsMismatch(ModelError):
     """A container was encoded with other weights than those given for decoding."""
+
+
+class UsageError(TokpackError):
+    """The request itself is wrong (conflicting options, a directory without -r, ...)."""

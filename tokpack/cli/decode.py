@@ -1,4 +1,4 @@
-"""tokpack decode: .tpk token container -> audio file."""
+"""tokpack decode: .tpk token containers -> audio files (or -t: verify them)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
+from tokpack.batch import CONTAINER_SUFFIXES, DecodeOptions, default_threads, decode_job, resolve_jobs, verify_job
+from tokpack.cli import batch_run
 from tokpack.cli import options as opt
-from tokpack.cli.output import human_bytes, make_messages, usage_error
-from tokpack.cli.paths import read_source, resolve_destination
+from tokpack.cli.output import make_messages, usage_error
 
 
 class Subtype(str, Enum):
@@ -27,12 +28,17 @@ def parse_sample_rate(value: str) -> str | int:
 
 
 def decode_command(
-    input: Annotated[str, typer.Argument(metavar="INPUT", help="A .tpk container or '-' for stdin.")],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help=".tpk containers, directories with -r, or '-' for stdin.")],
     output: opt.Output = None,
     stdout: opt.Stdout = False,
+    output_dir: opt.OutputDir = None,
+    recursive: opt.Recursive = False,
+    test: Annotated[
+        bool, typer.Option("--test", "-t", help="Verify every checksum and that the tokens decode; write nothing.")
+    ] = False,
     sample_rate: Annotated[
         str,
-        typer.Option("--sample-rate", "-r", metavar="model|original|HZ", help="Output rate: the source's (default), the model's, or any rate in Hz."),
+        typer.Option("--sample-rate", metavar="model|original|HZ", help="Output rate: the source's (default), the model's, or any rate in Hz."),
     ] = "original",
     subtype: Annotated[
         Subtype, typer.Option("--subtype", help="Sample format; FLOAT keeps peaks above full scale instead of clipping.")
@@ -44,37 +50,27 @@ def decode_command(
     weights: opt.Weights = None,
     device: opt.DeviceOpt = opt.Device.cpu,
     threads: opt.Threads = None,
+    jobs: opt.Jobs = 1,
+    json_output: opt.Json = False,
+    progress: opt.ProgressOpt = None,
     quiet: opt.Quiet = 0,
     verbose: opt.Verbose = 0,
     debug: opt.Debug = False,
 ) -> None:
-    """Decode a .tpk container to WAV, or FLAC by extension (default: INPUT with suffix .wav)."""
+    """Decode .tpk containers to WAV, or FLAC by extension (default: each INPUT with suffix .wav)."""
     say = make_messages(quiet, verbose, debug)
     rate = parse_sample_rate(sample_rate)
-
-    def job():
-        dest = resolve_destination(input, output, stdout, ".wav", force=force)
-        from tokpack.codec.engine import decode  # torch is imported only now
-
-        result = decode(
-            read_source(input),
-            dest.target(),
-            sample_rate=rate,
-            subtype=subtype.value,
-            weights=weights,
-            force_weights=force_weights,
-            device=device.value,
-            threads=threads,
-        )
-        return dest, result
-
-    dest, result = say.run(input, job)
-    if result.clipped_samples:
-        say.warning(
-            dest.name,
-            f"{result.clipped_samples} samples clipped to full scale; use --subtype FLOAT to keep them",
-        )
-    say.info(
-        f"{input if input != '-' else '<stdin>'} : {human_bytes(result.bytes_in)} => {human_bytes(result.bytes_out)} "
-        f"({result.duration_s:.2f} s, {result.sample_rate} Hz, {result.channels} ch, {dest.name})"
+    planned = batch_run.plan(inputs, suffix=".wav", walk_suffixes=CONTAINER_SUFFIXES, recursive=recursive,
+                             output=output, output_dir=output_dir, stdout=stdout, test=test)
+    batch_run.check_stdout(say, planned, json_output=json_output, force=force, test=test)
+    if test:
+        batch_run.run(say, planned, verify_job, None, kind="verify", n_jobs=1, json_output=json_output,
+                      progress=progress)
+        return
+    options = DecodeOptions(
+        sample_rate=rate, subtype=subtype.value, weights=None if weights is None else str(weights),
+        force_weights=force_weights, device=device.value,
+        threads=default_threads(resolve_jobs(jobs, len(planned)), threads), force=force,
     )
+    batch_run.run(say, planned, decode_job, options, kind="decode", n_jobs=jobs, json_output=json_output,
+                  progress=progress)

@@ -1,4 +1,4 @@
-"""tokpack encode: audio file -> .tpk token container."""
+"""tokpack encode: audio files -> .tpk token containers."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from tokpack.batch import AUDIO_SUFFIXES, EncodeOptions, default_threads, encode_job, resolve_jobs
+from tokpack.cli import batch_run
 from tokpack.cli import options as opt
-from tokpack.cli.output import human_bytes, make_messages
-from tokpack.cli.paths import read_source, resolve_destination
+from tokpack.cli.output import make_messages
 
 
 class ChannelsMode(str, Enum):
@@ -18,9 +19,13 @@ class ChannelsMode(str, Enum):
 
 
 def encode_command(
-    input: Annotated[str, typer.Argument(metavar="INPUT", help="Audio file (WAV, FLAC, Ogg, AIFF, ...) or '-' for stdin.")],
+    inputs: Annotated[
+        list[str], typer.Argument(metavar="INPUT...", help="Audio files (WAV, FLAC, Ogg, AIFF, ...), directories with -r, or '-' for stdin.")
+    ],
     output: opt.Output = None,
     stdout: opt.Stdout = False,
+    output_dir: opt.OutputDir = None,
+    recursive: opt.Recursive = False,
     model: opt.Model = "encodec_24khz",
     bandwidth: Annotated[
         Optional[float],
@@ -37,36 +42,21 @@ def encode_command(
     weights: opt.Weights = None,
     device: opt.DeviceOpt = opt.Device.cpu,
     threads: opt.Threads = None,
+    jobs: opt.Jobs = 1,
+    json_output: opt.Json = False,
+    progress: opt.ProgressOpt = None,
     quiet: opt.Quiet = 0,
     verbose: opt.Verbose = 0,
     debug: opt.Debug = False,
 ) -> None:
-    """Encode audio into a .tpk token container (default: INPUT with suffix .tpk)."""
+    """Encode audio into .tpk token containers (default: each INPUT with suffix .tpk)."""
     say = make_messages(quiet, verbose, debug)
-
-    def job():
-        dest = resolve_destination(input, output, stdout, ".tpk", force=force)
-        from tokpack.codec.engine import encode  # torch is imported only now
-
-        result = encode(
-            read_source(input),
-            dest.target(),
-            model=model,
-            bandwidth=bandwidth,
-            weights=weights,
-            device=device.value,
-            threads=threads,
-            channels=channels.value,
-        )
-        return dest, result
-
-    dest, result = say.run(input, job)
-    ratio = result.bytes_out / result.bytes_in if result.bytes_in else 0.0
-    say.info(
-        f"{input if input != '-' else '<stdin>'} : {ratio:.2%} ({human_bytes(result.bytes_in)} => "
-        f"{human_bytes(result.bytes_out)}, {result.bitrate_bps / 1000:.2f} kbps, {dest.name})"
+    planned = batch_run.plan(inputs, suffix=".tpk", walk_suffixes=AUDIO_SUFFIXES, recursive=recursive,
+                             output=output, output_dir=output_dir, stdout=stdout)
+    batch_run.check_stdout(say, planned, json_output=json_output, force=force)
+    options = EncodeOptions(
+        model=model, bandwidth=bandwidth, weights=None if weights is None else str(weights), device=device.value,
+        threads=default_threads(resolve_jobs(jobs, len(planned)), threads), channels=channels.value, force=force,
     )
-    say.verbose(
-        f"  model {result.model} at {result.bandwidth_kbps:g} kbps ({result.n_codebooks} codebooks), "
-        f"{result.duration_s:.3f} s of audio in {result.seconds:.2f} s"
-    )
+    batch_run.run(say, planned, encode_job, options, kind="encode", n_jobs=jobs, json_output=json_output,
+                  progress=progress)

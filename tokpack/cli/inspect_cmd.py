@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -67,9 +67,7 @@ def print_rich(s) -> None:
 def inspect_command(
     files: Annotated[list[str], typer.Argument(metavar="FILE...", help="Containers to inspect ('-' for stdin).")],
     json_output: Annotated[bool, typer.Option("--json", help="One NDJSON object per file on stdout.")] = False,
-    max_kbps: Annotated[
-        Optional[float], typer.Option("--max-kbps", metavar="X", help="Exit 1 if a file's actual bitrate exceeds X kbps.")
-    ] = None,
+    max_kbps: opt.MaxKbps = None,
     quiet: opt.Quiet = 0,
     verbose: opt.Verbose = 0,
     debug: opt.Debug = False,

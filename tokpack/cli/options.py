@@ -44,3 +44,20 @@ Threads = Annotated[
 Quiet = Annotated[int, typer.Option("--quiet", "-q", count=True, help="Say less (errors only).")]
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="Say more.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks (also: TOKPACK_DEBUG=1).")]
+Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into directories.")]
+OutputDir = Annotated[
+    Optional[str],
+    typer.Option("--output-dir", metavar="DIR", help="Write outputs below DIR, mirroring the input tree."),
+]
+Jobs = Annotated[
+    int, typer.Option("--jobs", "-j", min=0, metavar="N", help="Files in parallel (worker processes; 0 = one per core).")
+]
+Json = Annotated[bool, typer.Option("--json", help="One NDJSON object per input on stdout.")]
+ProgressOpt = Annotated[
+    Optional[bool],
+    typer.Option("--progress/--no-progress", help="Progress bar on stderr (default: only on a terminal)."),
+]
+MaxKbps = Annotated[
+    Optional[float],
+    typer.Option("--max-kbps", metavar="X", help="Exit 1, naming it, if an actual bitrate exceeds X kbps."),
+]

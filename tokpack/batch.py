@@ -1,0 +1,381 @@
+"""Many inputs, one job each: where outputs go, what is skipped, running jobs in parallel.
+
+The CLI's encode/decode commands are thin wrappers over :func:`plan_jobs` and
+:func:`run_jobs`. Work functions run in worker processes (``jobs > 1``), each loading a
+model once and reusing it for every file it is handed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tokpack.errors import TokpackError, UsageError
+
+STDIO = "-"
+SCHEMA_VERSION = 1
+
+#: extensions walked for audio under -r (what libsndfile reads), and for containers
+AUDIO_SUFFIXES = frozenset(
+    ".wav .wave .flac .ogg .oga .opus .aif .aiff .aifc .au .snd .caf .w64 .rf64 .mp3".split()
+)
+CONTAINER_SUFFIXES = frozenset({".tpk"})
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its output goes (``dest`` None: stdout; ``test``: no output)."""
+
+    source: str
+    dest: Path | None
+
+
+@dataclass
+class JobResult:
+    path: str
+    output: str | None
+    status: str  # "ok" | "skipped" | "failed"
+    error: str | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    duration_s: float | None = None
+    bitrate_bps: float | None = None
+    seconds: float = 0.0
+    warning: str | None = None
+
+    def to_json(self) -> dict:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+
+
+def _walk(root: Path, suffixes: frozenset[str]) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.startswith(".") and Path(name).suffix.lower() in suffixes:
+                yield Path(dirpath) / name
+
+
+def plan_jobs(
+    inputs: Iterable[str],
+    *,
+    suffix: str,
+    walk_suffixes: frozenset[str],
+    recursive: bool = False,
+    output: str | None = None,
+    output_dir: str | None = None,
+    stdout: bool = False,
+    test: bool = False,
+) -> list[Job]:
+    """Expand directories (with ``recursive``) and assign every input its output path.
+
+    Without ``output_dir`` an output goes beside its input with ``suffix``; with it, the
+    input's path relative to the directory it was found under is mirrored below
+    ``output_dir``. ``output`` ('-' = stdout) and ``stdout`` need exactly one input.
+    """
+    inputs = list(inputs)
+    if not inputs:
+        raise UsageError("no input files")
+    if stdout and output not in (None, STDIO):
+        raise UsageError("-c/--stdout and -o FILE are mutually exclusive")
+    if output is not None and output_dir is not None:
+        raise UsageError("-o FILE and --output-dir are mutually exclusive")
+    to_stdout = stdout or output == STDIO
+    if test and (output is not None or output_dir is not None or stdout):
+        raise UsageError("-t/--test writes nothing: it takes no -o, -c or --output-dir")
+
+    found: list[tuple[str, Path | None]] = []  # (input, path relative to its root)
+    for name in inputs:
+        if name == STDIO:
+            found.append((STDIO, None))
+            continue
+        path = Path(name)
+        if path.is_dir():
+            if not recursive:
+                raise UsageError(f"{name} is a directory (use -r to descend into it)")
+            found.extend((str(p), p.relative_to(path)) for p in _walk(path, walk_suffixes))
+        else:
+            found.append((name, Path(path.name)))
+    if (output is not None or to_stdout) and len(found) != 1:
+        raise UsageError(f"-o and -c take exactly one input, got {len(found)}")
+    if sum(1 for name, _ in found if name == STDIO) > 1:
+        raise UsageError("stdin ('-') can be read only once")
+
+    jobs = []
+    for name, rel in found:
+        if test:
+            dest = None
+        elif to_stdout:
+            dest = None
+        elif output is not None:
+            dest = Path(output)
+        elif name == STDIO:
+            raise UsageError("reading from stdin: give -o FILE or -c to write to stdout")
+        elif output_dir is not None:
+            dest = Path(output_dir) / rel.with_suffix(suffix)
+        else:
+            dest = Path(name).with_suffix(suffix)
+        jobs.append(Job(name, dest))
+    return jobs
+
+
+def check_destination(job: Job, *, force: bool) -> str | None:
+    """None if the job may write its output; else why it is skipped. Raises for a clash."""
+    if job.dest is None:
+        return None
+    if job.source != STDIO and job.dest.exists() and os.path.exists(job.source):
+        if os.path.samefile(job.source, job.dest):
+            raise TokpackError("input and output are the same file", path=str(job.dest))
+    if job.dest.exists() and not force:
+        return "already exists, skipped (use -f to overwrite)"
+    return None
+
+
+def default_threads(jobs: int, threads: int | None) -> int | None:
+    """Torch threads per worker: ``threads`` if given, else cores divided among the jobs."""
+    if threads is not None or jobs <= 1:
+        return threads
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def resolve_jobs(jobs: int, n_files: int) -> int:
+    """-j N: N workers; 0 means one per core; never more than there are files."""
+    n = (os.cpu_count() or 1) if jobs == 0 else jobs
+    return max(1, min(n, n_files))
+
+
+class Terminated(BaseException):
+    """Raised in the main process on SIGTERM so cleanups run as on Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _worker_init() -> None:
+    # Workers leave Ctrl-C to the parent, which cancels them; SIGTERM ends them cleanly
+    # (their atomic writes remove temporaries while unwinding).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _raise_as_interrupt)
+
+
+def _raise_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_jobs(
+    jobs: list[Job],
+    work: Callable[[Job], JobResult],
+    *,
+    n_jobs: int = 1,
+    on_result: Callable[[JobResult], None] = lambda r: None,
+) -> list[JobResult]:
+    """Run ``work`` on every job, ``n_jobs`` at a time in worker processes (1: in-process).
+
+    ``work`` must be a picklable module-level callable returning a JobResult (it catches
+    its own expected errors). Results reach ``on_result`` as they complete; the list is
+    returned in job order. SIGTERM in the main process raises :class:`Terminated`, which
+    unwinds (removing temporaries) like Ctrl-C's KeyboardInterrupt.
+    """
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        if n_jobs <= 1:
+            results = []
+            for job in jobs:
+                results.append(work(job))
+                on_result(results[-1])
+            return results
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_worker_init) as pool:
+            futures = {pool.submit(work, job): i for i, job in enumerate(jobs)}
+            results: list[JobResult | None] = [None] * len(jobs)
+            try:
+                for future in cf.as_completed(futures):
+                    result = future.result()
+                    results[futures[future]] = result
+                    on_result(result)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                for process in list(pool._processes.values()):
+                    process.terminate()  # SIGTERM: the workers unwind and clean up
+                raise
+            return results  # type: ignore[return-value]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---- the work done per file -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    model: str = "encodec_24khz"
+    bandwidth: float | None = None
+    weights: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    channels: str = "auto"
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    sample_rate: str | int = "original"
+    subtype: str = "PCM_16"
+    weights: str | None = None
+    force_weights: bool = False
+    device: str = "cpu"
+    threads: int | None = None
+    force: bool = False
+
+
+_MODELS: dict = {}  # per process: (name, weights, device) -> LoadedModel
+
+
+def _model(name: str, weights: str | None, device: str):
+    """Load each model once per process (a worker reuses it for all its files)."""
+    from tokpack.codec.weights import load_model
+
+    key = (name, weights, device)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(name, weights=weights, device=device)
+    return _MODELS[key]
+
+
+def _source(job: Job):
+    import io
+    import sys
+
+    return io.BytesIO(sys.stdin.buffer.read()) if job.source == STDIO else Path(job.source)
+
+
+def _target(job: Job):
+    import sys
+
+    return sys.stdout.buffer if job.dest is None else job.dest
+
+
+def _opens(job: Job) -> bool:
+    """Whether libsndfile recognises the input (stdin is checked when it is read)."""
+    if job.source == STDIO:
+        return True
+    import soundfile
+
+    try:
+        soundfile.info(job.source)
+    except (RuntimeError, OSError, TypeError):
+        return False
+    return True
+
+
+def _guarded(job: Job, force: bool, fn) -> JobResult:
+    """Skip, run or fail one job; expected errors become a failed result, not a raise."""
+    t0 = time.perf_counter()
+    output = None if job.dest is None else str(job.dest)
+    try:
+        reason = check_destination(job, force=force)
+        if reason is not None:
+            return JobResult(job.source, output, "skipped", error=reason)
+        if job.dest is not None:
+            job.dest.parent.mkdir(parents=True, exist_ok=True)
+        result = fn()
+    except (TokpackError, OSError) as exc:
+        if isinstance(exc, TokpackError):
+            message = str(exc) if exc.path and exc.path != job.source else exc.message
+        else:
+            message = exc.strerror or str(exc)
+            if isinstance(exc.filename, str) and exc.filename != job.source:
+                message = f"{exc.filename}: {message}"
+        return JobResult(job.source, output, "failed", error=message, seconds=time.perf_counter() - t0)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def encode_job(options: EncodeOptions, job: Job) -> JobResult:
+    from tokpack.codec.engine import encode
+    from tokpack.codec.registry import get_spec
+
+    def run() -> JobResult:
+        spec = get_spec(options.model)
+        spec.n_codebooks(spec.default_bandwidth if options.bandwidth is None else options.bandwidth)
+        # An unreadable file should fail as such before a model is loaded (or found missing):
+        # encode() given the model's name reads the audio first.
+        model = _model(options.model, options.weights, options.device) if _opens(job) else options.model
+        r = encode(
+            _source(job), _target(job), model=model, bandwidth=options.bandwidth, weights=options.weights,
+            device=options.device, threads=options.threads, channels=options.channels,
+        )
+        return JobResult(
+            job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
+            bytes_out=r.bytes_out, duration_s=r.duration_s, bitrate_bps=r.bitrate_bps,
+        )
+
+    return _guarded(job, options.force, run)
+
+
+def decode_job(options: DecodeOptions, job: Job) -> JobResult:
+    from tokpack.codec.engine import decode
+    from tokpack.formats import read_header
+
+    def run() -> JobResult:
+        src = _source(job)
+        model_id = read_header(src).model_id
+        if hasattr(src, "seek"):
+            src.seek(0)
+        r = decode(
+            src, _target(job), sample_rate=options.sample_rate, subtype=options.subtype,
+            force_weights=options.force_weights, threads=options.threads,
+            model=_model(model_id, options.weights, options.device),
+        )
+        result = JobResult(
+            job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
+            bytes_out=r.bytes_out, duration_s=r.duration_s, bitrate_bps=r.bitrate_bps,
+        )
+        if r.clipped_samples:
+            result.warning = f"{r.clipped_samples} samples clipped to full scale; use --subtype FLOAT to keep them"
+        return result
+
+    return _guarded(job, options.force, run)
+
+
+def verify_job(job: Job) -> JobResult:
+    """decode -t: every checksum, the digest, token ranges and the model's shape; no output."""
+    from tokpack.codec.engine import check_header_fits
+    from tokpack.codec.registry import get_spec
+    from tokpack.formats.reader import ContainerReader
+
+    def run() -> JobResult:
+        with ContainerReader(_source(job), path=job.source) as reader:
+            check_header_fits(reader.header, get_spec(reader.header.model_id))
+            for _ in reader:
+                pass
+            trailer, size = reader.trailer, reader.bytes_read
+        duration = trailer.source_frames / reader.header.source_sample_rate
+        return JobResult(
+            job.source, None, "ok", bytes_in=size, duration_s=duration,
+            bitrate_bps=size * 8 / duration if duration > 0 else None,
+        )
+
+    return _guarded(job, False, run)
+
+
+def probe_seconds(job: Job, kind: str) -> float:
+    """Audio seconds of an input, cheaply (for progress); 0.0 if it cannot be told."""
+    if job.source == STDIO:
+        return 0.0
+    try:
+        if kind == "encode":
+            import soundfile
+
+            return float(soundfile.info(job.source).duration)
+        from tokpack.formats import read_header
+
+        return read_header(job.source).source_duration_s or 0.0
+    except (TokpackError, OSError, RuntimeError):  # reported when the input is processed
+        return 0.0

@@ -1,0 +1,94 @@
+"""How a batch of encode/decode jobs is reported: lines, NDJSON, progress, final summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import AbstractContextManager, nullcontext
+
+import typer
+
+from tokpack.batch import Job, JobResult, Terminated, probe_seconds
+from tokpack.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, Messages, human_bytes
+
+EXIT_TERMINATED = 143
+
+
+def show_progress(flag: bool | None, *, quiet: bool, stderr_is_tty: bool) -> bool:
+    """Progress bars: automatic on a terminal, off when piped or quiet; --[no-]progress wins."""
+    if flag is not None:
+        return flag
+    return stderr_is_tty and not quiet
+
+
+class BatchReport(AbstractContextManager):
+    """Prints each result as it arrives and the final count; owns the progress bar."""
+
+    def __init__(self, say: Messages, jobs: list[Job], *, kind: str, json_output: bool, progress: bool) -> None:
+        self.say = say
+        self.kind = kind
+        self.json_output = json_output
+        self.single = len(jobs) == 1
+        self._progress = None
+        self._bar: AbstractContextManager = nullcontext()
+        if progress and not self.single:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[audio]:.0f} s of audio"), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=True, redirect_stdout=False, redirect_stderr=True,
+            )
+            self._seconds = {job.source: probe_seconds(job, kind) for job in jobs}
+            self._task = self._progress.add_task(kind, total=len(jobs), audio=0.0)
+            self._bar = self._progress
+
+    def __enter__(self) -> BatchReport:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.__exit__(*exc)
+
+    def on_result(self, r: JobResult) -> None:
+        if self.json_output:
+            sys.stdout.write(json.dumps(r.to_json()) + "\n")
+            sys.stdout.flush()
+        if r.status == "failed":
+            self.say.error(r.path, r.error or "failed")
+        elif r.status == "skipped":
+            self.say.info(f"tokpack: {r.output}: {r.error}")
+        else:
+            if r.warning:
+                self.say.warning(r.output or "<stdout>", r.warning)
+            line = self.summary_line(r)
+            (self.say.info if self.single else self.say.verbose)(line)
+        if self._progress is not None:
+            done = self._progress.tasks[0].fields["audio"] + self._seconds.get(r.path, 0.0)
+            self._progress.update(self._task, advance=1, audio=done)
+
+    def summary_line(self, r: JobResult) -> str:
+        """zstd-like: ``speech.wav : 1.18% (281.3 KiB => 3.3 KiB, 6.00 kbps, speech.tpk)``."""
+        name = "<stdin>" if r.path == "-" else r.path
+        out = r.output or "<stdout>"
+        if self.kind == "encode":
+            ratio = r.bytes_out / r.bytes_in if r.bytes_in else 0.0
+            return (f"{name} : {ratio:.2%} ({human_bytes(r.bytes_in or 0)} => {human_bytes(r.bytes_out or 0)}, "
+                    f"{(r.bitrate_bps or 0) / 1000:.2f} kbps, {out})")
+        if self.kind == "decode":
+            return f"{name} : {human_bytes(r.bytes_in or 0)} => {human_bytes(r.bytes_out or 0)} ({r.duration_s:.2f} s, {out})"
+        return f"{name} : OK ({human_bytes(r.bytes_in or 0)}, {r.duration_s:.2f} s)"
+
+    def finish(self, results: list[JobResult]) -> None:
+        """The batch count on stderr; exit 1 if anything failed."""
+        counts = {s: sum(r.status == s for r in results) for s in ("ok", "skipped", "failed")}
+        if not self.single:
+            self.say.info(f"tokpack: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} failed")
+        if counts["failed"]:
+            raise typer.Exit(EXIT_FAILED)
+
+
+def interrupted(exc: BaseException) -> typer.Exit:
+    """The exit for Ctrl-C (130) or SIGTERM (143); temporaries are already removed."""
+    return typer.Exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
