@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -44,22 +43,19 @@ def test_48khz_codebooks_are_diverse_on_speech(test_48khz, speech_10s):
     assert min(counts[:8]) >= 64, counts
 
 
-def test_build_is_deterministic_quick_and_thread_independent(test_24khz):
-    """A rebuild at another ambient thread count gives the same weights, in <= 10 s,
-    and leaves torch's thread count as it was."""
+def test_build_is_deterministic_and_thread_independent(test_24khz):
+    """A rebuild at another ambient thread count gives the same weights and leaves
+    torch's thread count as it was. (Build time is measured by scripts/bench_codec.py.)"""
     spec = get_spec("test_24khz")
     before = torch.get_num_threads()
     other = 2 if before != 2 else 1
     torch.set_num_threads(other)
     try:
-        t0 = time.perf_counter()
         state = testmodels.build_test_state_dict(spec)
-        elapsed = time.perf_counter() - t0
         assert torch.get_num_threads() == other
     finally:
         torch.set_num_threads(before)
     assert weights_sha256(state) == test_24khz.weights_sha256
-    assert elapsed <= 10.0, f"test model build took {elapsed:.1f} s"
 
 
 @pytest.mark.parametrize("fixture", ["test_24khz", "test_48khz"])

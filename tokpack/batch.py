@@ -8,6 +8,7 @@ model once and reusing it for every file it is handed.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import glob
 import multiprocessing
 import os
 import signal
@@ -261,6 +262,16 @@ def _target(job: Job):
     return sys.stdout.buffer if job.dest is None else job.dest
 
 
+def remove_stale_temporaries(dest: Path) -> None:
+    """Remove what a killed run (SIGKILL, power loss) left of its temporary for ``dest``.
+
+    atomic_write names it ``.NAME.<random>.tmp`` beside ``dest``; this run is about to
+    write ``dest`` itself, so an older temporary for it can only be debris.
+    """
+    for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def _opens(job: Job) -> bool:
     """Whether libsndfile recognises the input (stdin is checked when it is read)."""
     if job.source == STDIO:
@@ -284,6 +295,7 @@ def _guarded(job: Job, force: bool, fn) -> JobResult:
             return JobResult(job.source, output, "skipped", error=reason)
         if job.dest is not None:
             job.dest.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(job.dest)
         result = fn()
     except (TokpackError, OSError) as exc:
         if isinstance(exc, TokpackError):
