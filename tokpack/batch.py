@@ -312,6 +312,7 @@ def _guarded(job: Job, force: bool, fn) -> JobResult:
 def encode_job(options: EncodeOptions, job: Job) -> JobResult:
     from tokpack.codec.engine import encode
     from tokpack.codec.registry import get_spec
+    from tokpack.codec.wavcheck import data_size_warning
 
     def run() -> JobResult:
         spec = get_spec(options.model)
@@ -326,6 +327,7 @@ def encode_job(options: EncodeOptions, job: Job) -> JobResult:
         return JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
             bytes_out=r.bytes_out, duration_s=r.duration_s, bitrate_bps=r.bitrate_bps,
+            warning=None if job.source == STDIO else data_size_warning(job.source),
         )
 
     return _guarded(job, options.force, run)

@@ -60,8 +60,8 @@ class BatchReport(AbstractContextManager):
         elif r.status == "skipped":
             self.say.info(f"tokpack: {r.output}: {r.error}")
         else:
-            if r.warning:
-                self.say.warning(r.output or "<stdout>", r.warning)
+            if r.warning:  # about the input when encoding (its header), the output when decoding
+                self.say.warning(r.path if self.kind == "encode" else r.output or "<stdout>", r.warning)
             line = self.summary_line(r)
             (self.say.info if self.single else self.say.verbose)(line)
         if self._progress is not None:
