@@ -18,7 +18,7 @@ from tokpack.cli.report import show_progress
 from tokpack.errors import TokpackError, UsageError
 
 runner = CliRunner()
-COMMANDS = ["encode", "decode", "inspect"]
+COMMANDS = ["encode", "decode", "inspect", "compare", "bench"]
 
 
 def test_version():

@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 from tokpack import __version__
+from tokpack.cli.bench_cmd import bench_command
+from tokpack.cli.compare_cmd import compare_command
 from tokpack.cli.decode import decode_command
 from tokpack.cli.encode import encode_command
 from tokpack.cli.inspect_cmd import inspect_command
@@ -38,6 +40,8 @@ def _main(
 app.command("encode")(encode_command)
 app.command("decode")(decode_command)
 app.command("inspect")(inspect_command)
+app.command("compare")(compare_command)
+app.command("bench")(bench_command)
 
 
 def main() -> None:
