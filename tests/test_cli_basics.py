@@ -105,6 +105,13 @@ def test_directories_need_recursive_and_mirror_into_output_dir(tmp_path):
     assert beside[1].dest == tmp_path / "in" / "b" / "x.tpk"
 
 
+def test_two_inputs_never_share_an_output(tmp_path):
+    (tmp_path / "a.flac").write_bytes(b"")
+    (tmp_path / "a.ogg").write_bytes(b"")
+    with pytest.raises(UsageError, match="a.flac and .*a.ogg would both be written to .*a.tpk"):
+        plan([str(tmp_path)], recursive=True)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -122,6 +122,12 @@ def plan_jobs(
         else:
             dest = Path(name).with_suffix(suffix)
         jobs.append(Job(name, dest))
+    claimed: dict[Path, str] = {}
+    for job in jobs:
+        if job.dest is not None:
+            other = claimed.setdefault(job.dest, job.source)
+            if other != job.source:
+                raise UsageError(f"{other} and {job.source} would both be written to {job.dest}")
     return jobs
 
 
