@@ -106,10 +106,11 @@ def test_directories_need_recursive_and_mirror_into_output_dir(tmp_path):
 
 
 def test_two_inputs_never_share_an_output(tmp_path):
-    (tmp_path / "a.flac").write_bytes(b"")
-    (tmp_path / "a.ogg").write_bytes(b"")
-    with pytest.raises(UsageError, match="a.flac and .*a.ogg would both be written to .*a.tpk"):
-        plan([str(tmp_path)], recursive=True)
+    for name in ("a.flac", "a.ogg", "a.wav"):
+        (tmp_path / name).write_bytes(b"")
+    assert [j.dest.name for j in plan([str(tmp_path)], recursive=True)] == ["a.tpk", "a.ogg.tpk", "a.wav.tpk"]
+    with pytest.raises(UsageError, match="would both be written to"):
+        plan([str(tmp_path / "a.flac"), str(tmp_path / "a.flac")])
 
 
 @pytest.mark.parametrize(

@@ -122,13 +122,23 @@ def plan_jobs(
         else:
             dest = Path(name).with_suffix(suffix)
         jobs.append(Job(name, dest))
+    return _without_clashes(jobs, suffix)
+
+
+def _without_clashes(jobs: list[Job], suffix: str) -> list[Job]:
+    """Inputs differing only in suffix (a.flac, a.ogg) must not share an output: the first
+    (in order) keeps ``a.tpk``, later ones get their whole name plus suffix (``a.ogg.tpk``)."""
     claimed: dict[Path, str] = {}
+    out = []
     for job in jobs:
+        if job.dest is not None and job.dest in claimed:
+            job = Job(job.source, job.dest.with_name(Path(job.source).name + suffix))
         if job.dest is not None:
             other = claimed.setdefault(job.dest, job.source)
             if other != job.source:
                 raise UsageError(f"{other} and {job.source} would both be written to {job.dest}")
-    return jobs
+        out.append(job)
+    return out
 
 
 def check_destination(job: Job, *, force: bool) -> str | None:
