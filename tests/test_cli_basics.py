@@ -109,8 +109,11 @@ def test_two_inputs_never_share_an_output(tmp_path):
     for name in ("a.flac", "a.ogg", "a.wav"):
         (tmp_path / name).write_bytes(b"")
     assert [j.dest.name for j in plan([str(tmp_path)], recursive=True)] == ["a.tpk", "a.ogg.tpk", "a.wav.tpk"]
-    with pytest.raises(UsageError, match="would both be written to"):
+    with pytest.raises(UsageError, match="a.flac is given twice"):
         plan([str(tmp_path / "a.flac"), str(tmp_path / "a.flac")])
+    (tmp_path / "a.ogg.flac").write_bytes(b"")  # a.ogg.tpk is now taken twice over
+    with pytest.raises(UsageError, match="would both be written to"):
+        plan([str(tmp_path / "a.flac"), str(tmp_path / "a.ogg.flac"), str(tmp_path / "a.ogg")])
 
 
 @pytest.mark.parametrize(

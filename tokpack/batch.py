@@ -129,8 +129,12 @@ def _without_clashes(jobs: list[Job], suffix: str) -> list[Job]:
     """Inputs differing only in suffix (a.flac, a.ogg) must not share an output: the first
     (in order) keeps ``a.tpk``, later ones get their whole name plus suffix (``a.ogg.tpk``)."""
     claimed: dict[Path, str] = {}
+    seen: set[str] = set()
     out = []
     for job in jobs:
+        if job.source in seen:
+            raise UsageError(f"{job.source} is given twice")
+        seen.add(job.source)
         if job.dest is not None and job.dest in claimed:
             job = Job(job.source, job.dest.with_name(Path(job.source).name + suffix))
         if job.dest is not None:
