@@ -7,9 +7,12 @@ file object that cannot (a pipe) is first read into memory; callers reading stdi
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
+import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -86,6 +89,85 @@ def _sf_reason(exc: Exception) -> str:
     return " ".join(str(reason).split()).rstrip(".")
 
 
+class AudioReader:
+    """An audio file opened for reading in blocks of float32 ``[frames, channels]``.
+
+    ``info.frames`` is the length the file declares (libsndfile's count); the blocks run
+    to the end of the data, and :attr:`frames_read` says how many there were. A block
+    with a NaN or infinite sample raises AudioError naming the file and the first bad
+    sample's frame, time and channel. Errors opening the file are AudioErrors too.
+    """
+
+    def __init__(self, src: AudioSource, *, name: str | None = None) -> None:
+        import soundfile as sf
+
+        self.label = source_label(src, name)
+        if not isinstance(src, (str, os.PathLike)) and not _seekable(src):
+            src = io.BytesIO(src.read())  # libsndfile needs to seek
+        if isinstance(src, (str, os.PathLike)):
+            try:  # libsndfile says only "System error" for a missing or unreadable file
+                with open(src, "rb"):
+                    pass
+            except OSError as exc:
+                raise AudioError(f"cannot open: {exc.strerror or exc}", path=self.label) from None
+        self._src = src
+        self._start = None if isinstance(src, (str, os.PathLike)) else src.tell()
+        size = _size_of(src)
+        self._file = self._open()
+        f = self._file
+        if f.samplerate <= 0 or f.channels <= 0:
+            f.close()
+            raise AudioError(f"invalid sample rate {f.samplerate} or channel count {f.channels}",
+                             path=self.label)
+        self.info = AudioInfo(f.samplerate, f.channels, max(int(f.frames), 0), f.format,
+                              f.subtype, size)
+        self.frames_read = 0
+
+    def _open(self):
+        import soundfile as sf
+
+        try:
+            return sf.SoundFile(self._src)
+        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+            raise AudioError(f"cannot read audio: {_sf_reason(exc)}", path=self.label) from None
+        except OSError as exc:
+            raise AudioError(f"cannot open: {exc.strerror or exc}", path=self.label) from None
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def blocks(self, frames: int | None = None) -> Iterator[np.ndarray]:
+        """float32 [n, channels] blocks (``READ_BLOCK_FRAMES`` frames) to the end of the data."""
+        import soundfile as sf
+
+        n = READ_BLOCK_FRAMES if frames is None else frames
+        while True:
+            try:
+                block = self._file.read(n, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                raise AudioError(f"cannot read audio: {_sf_reason(exc)}",
+                                 path=self.label) from None
+            if block.shape[0] == 0:
+                return
+            _check_finite(block, self.frames_read, self.info.sample_rate, self.label)
+            self.frames_read += block.shape[0]
+            yield block
+
+    def rewind(self) -> None:
+        """Start reading again from the first frame."""
+        self._file.close()
+        if self._start is not None:
+            self._src.seek(self._start)
+        self._file = self._open()
+        self.frames_read = 0
+
+
 def read_audio(src: AudioSource, *, name: str | None = None) -> tuple[np.ndarray, AudioInfo]:
     """Read a whole audio file as float32 ``[frames, channels]``.
 
@@ -93,43 +175,12 @@ def read_audio(src: AudioSource, *, name: str | None = None) -> tuple[np.ndarray
     AudioError, naming the file, when libsndfile cannot read it (with its one-line
     reason) or when a sample is NaN or infinite (with the first one's frame and time).
     """
-    import soundfile as sf
-
-    label = source_label(src, name)
-    if not isinstance(src, (str, os.PathLike)) and not _seekable(src):
-        src = io.BytesIO(src.read())
-    if isinstance(src, (str, os.PathLike)):
-        try:  # libsndfile says only "System error" for a missing or unreadable file
-            with open(src, "rb"):
-                pass
-        except OSError as exc:
-            raise AudioError(f"cannot open: {exc.strerror or exc}", path=label) from None
-    size = _size_of(src)
-    try:
-        f = sf.SoundFile(src)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(f"cannot read audio: {_sf_reason(exc)}", path=label) from None
-    except OSError as exc:
-        raise AudioError(f"cannot open: {exc.strerror or exc}", path=label) from None
-    with f:
-        info_base = (f.samplerate, f.channels, f.format, f.subtype)
-        blocks = []
-        done = 0
-        try:
-            while True:
-                block = f.read(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
-                if block.shape[0] == 0:
-                    break
-                _check_finite(block, done, f.samplerate, label)
-                blocks.append(block)
-                done += block.shape[0]
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(f"cannot read audio: {_sf_reason(exc)}", path=label) from None
-    rate, channels, fmt, subtype = info_base
-    if rate <= 0 or channels <= 0:
-        raise AudioError(f"invalid sample rate {rate} or channel count {channels}", path=label)
-    data = np.concatenate(blocks) if blocks else np.zeros((0, channels), dtype=np.float32)
-    return data, AudioInfo(rate, channels, data.shape[0], fmt, subtype, size)
+    with AudioReader(src, name=name) as reader:
+        blocks = list(reader.blocks())
+        info = reader.info
+    data = (np.concatenate(blocks) if blocks
+            else np.zeros((0, info.channels), dtype=np.float32))
+    return data, dataclasses.replace(info, frames=data.shape[0])
 
 
 def _check_finite(block: np.ndarray, start: int, rate: int, label: str) -> None:
@@ -210,15 +261,8 @@ class WriteResult:
     bytes: int
 
 
-def write_audio(dst: AudioSource, data: np.ndarray, sample_rate: int, *,
-                subtype: str = "PCM_16", format: str | None = None) -> WriteResult:
-    """Write float ``[frames, channels]`` as WAV or FLAC; paths are written atomically.
-
-    PCM subtypes clip to [-1, 1]; the number of clipped samples is returned, not
-    printed. FLOAT keeps values as they are.
-    """
-    import soundfile as sf
-
+def check_output(dst: object, subtype: str, format: str | None) -> tuple[str, str]:
+    """(format, subtype) for an output, or AudioError for a combination we cannot write."""
     label = source_label(dst)
     subtype = subtype.upper()
     if subtype not in SUBTYPES:
@@ -227,22 +271,81 @@ def write_audio(dst: AudioSource, data: np.ndarray, sample_rate: int, *,
     fmt = output_format(dst, format)
     if fmt == "FLAC" and subtype == "FLOAT":
         raise AudioError("FLAC cannot store FLOAT samples; use PCM_16 or PCM_24", path=label)
+    return fmt, subtype
+
+
+def write_audio(dst: AudioSource, data: np.ndarray, sample_rate: int, *,
+                subtype: str = "PCM_16", format: str | None = None) -> WriteResult:
+    """Write float ``[frames, channels]`` as WAV or FLAC; paths are written atomically.
+
+    PCM subtypes clip to [-1, 1]; the number of clipped samples is returned, not
+    printed. FLOAT keeps values as they are. To a pipe, the file is built in memory
+    (the data is there already) so that it is byte for byte what a file would hold.
+    """
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != 2:
         raise ValueError(f"audio must be [frames, channels], got shape {data.shape}")
-    clipped = 0
-    if subtype != "FLOAT":
-        over = np.abs(data) > 1.0
-        clipped = int(np.count_nonzero(over))
-        if clipped:
-            data = np.clip(data, -1.0, 1.0)
+    return write_audio_blocks(dst, [data], sample_rate, data.shape[1], subtype=subtype,
+                              format=format, spool="memory")
+
+
+class _Clipper:
+    """Counts and clips PCM samples outside [-1, 1], block by block."""
+
+    def __init__(self, subtype: str) -> None:
+        self.pcm = subtype != "FLOAT"
+        self.clipped = 0
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block, dtype=np.float32)
+        if self.pcm:
+            over = np.count_nonzero(np.abs(block) > 1.0)
+            if over:
+                self.clipped += int(over)
+                block = np.clip(block, -1.0, 1.0)
+        return block
+
+
+def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_rate: int,
+                       channels: int, *, frames: int | None = None, subtype: str = "PCM_16",
+                       format: str | None = None, spool: str = "file") -> WriteResult:
+    """Write float32 ``[n, channels]`` blocks as WAV or FLAC, holding one block at a time.
+
+    A path is written to a temporary file and renamed when complete; a seekable file
+    object at offset 0 gets libsndfile's output directly. To a pipe, a WAV whose length
+    is known in advance (``frames``) streams with a header written here
+    (:func:`wav_header`); otherwise the file is made in a temporary file (``spool=
+    "file"``) or in memory (``"memory"``) and then copied out, because libsndfile seeks
+    back to patch its headers. ``frames``, when given, must be the blocks' total.
+    """
+    import soundfile as sf
+
+    label = source_label(dst)
+    fmt, subtype = check_output(dst, subtype, format)
+    clip = _Clipper(subtype)
+    count = 0
+
+    sf_errors = (sf.LibsndfileError, RuntimeError, ValueError, TypeError)
+
     def encode_into(f: BinaryIO) -> None:
+        # only libsndfile's own failures become AudioErrors: the blocks may come from a
+        # generator whose errors (a corrupt container, say) must pass through unchanged
+        nonlocal count
         try:
-            with sf.SoundFile(f, "w", samplerate=int(sample_rate), channels=data.shape[1],
-                              subtype=subtype, format=fmt) as snd:
-                snd.write(data)
-        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+            snd = sf.SoundFile(f, "w", samplerate=int(sample_rate), channels=channels,
+                               subtype=subtype, format=fmt)
+        except sf_errors as exc:
             raise AudioError(f"cannot write audio: {_sf_reason(exc)}", path=label) from None
+        with snd:
+            for block in blocks:
+                _check_block(block, channels)
+                block = clip(block)
+                try:
+                    snd.write(block)
+                except sf_errors as exc:
+                    raise AudioError(f"cannot write audio: {_sf_reason(exc)}",
+                                     path=label) from None
+                count += block.shape[0]
 
     if isinstance(dst, (str, os.PathLike)):
         with atomic_write(dst) as out:  # a real file: libsndfile seeks back to patch sizes
@@ -251,14 +354,86 @@ def write_audio(dst: AudioSource, data: np.ndarray, sample_rate: int, *,
     elif _seekable(dst) and dst.tell() == 0:  # libsndfile seeks to absolute offsets
         encode_into(dst)
         n_bytes = dst.seek(0, io.SEEK_END)
-    else:  # a pipe: build the file in memory, then copy it out
-        buf = io.BytesIO()
-        encode_into(buf)
-        payload = buf.getbuffer()
-        n_bytes = len(payload)
-        view = memoryview(payload)
-        while view:
-            n = dst.write(view)
-            view = view[n if n is not None else len(view):]
-    return WriteResult(data.shape[0], data.shape[1], int(sample_rate), fmt, subtype, clipped,
+    elif fmt == "WAV" and frames is not None and wav_data_size(frames, channels, subtype) \
+            <= _WAV_MAX_DATA:
+        n_bytes = 0
+        header = wav_header(int(sample_rate), channels, subtype, frames)
+        _write_all(dst, header)
+        n_bytes += len(header)
+        for block in blocks:
+            _check_block(block, channels)
+            data = _wav_samples(clip(block), subtype, int(sample_rate))
+            _write_all(dst, data)
+            n_bytes += len(data)
+            count += block.shape[0]
+        if count != frames:
+            raise ValueError(f"the WAV header promised {frames} frames, got {count}")
+    else:  # a pipe: build the file aside, then copy it out
+        import tempfile
+
+        with (tempfile.TemporaryFile() if spool == "file" else io.BytesIO()) as buf:
+            encode_into(buf)
+            n_bytes = buf.seek(0, io.SEEK_END)
+            buf.seek(0)
+            for piece in iter(lambda: buf.read(1 << 20), b""):
+                _write_all(dst, piece)
+    return WriteResult(count, channels, int(sample_rate), fmt, subtype, clip.clipped,
                        int(n_bytes))
+
+
+def _check_block(block: np.ndarray, channels: int) -> None:
+    if block.ndim != 2 or block.shape[1] != channels:
+        raise ValueError(f"audio blocks must be [frames, {channels}], got shape {block.shape}")
+
+
+def _write_all(dst: BinaryIO, data) -> None:
+    view = memoryview(data)
+    while view:
+        n = dst.write(view)
+        view = view[n if n is not None else len(view):]
+
+
+#: bytes per sample of each subtype in a WAV file
+_WAV_WIDTH = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}
+#: the RIFF size field is 32 bits
+_WAV_MAX_DATA = 0xFFFFFFFF - 64
+
+
+def wav_data_size(frames: int, channels: int, subtype: str) -> int:
+    return frames * channels * _WAV_WIDTH[subtype]
+
+
+def wav_header(sample_rate: int, channels: int, subtype: str, frames: int) -> bytes:
+    """A RIFF/WAVE header for ``frames`` frames, as libsndfile writes it for PCM.
+
+    PCM_16/PCM_24: the 44-byte canonical header (format tag 1, plain ``fmt `` chunk also
+    for more than two channels, as libsndfile does), so a streamed file is byte for byte
+    the file libsndfile makes. FLOAT: format tag 3 and a ``fact`` chunk; libsndfile also
+    adds an optional ``PEAK`` chunk (peaks and a timestamp), which a stream cannot know
+    in advance and which readers skip.
+    """
+    width = _WAV_WIDTH[subtype]
+    tag = 3 if subtype == "FLOAT" else 1
+    block_align = channels * width
+    fmt = struct.pack("<HHIIHH", tag, channels, sample_rate, sample_rate * block_align,
+                      block_align, 8 * width)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    if tag == 3:
+        chunks += b"fact" + struct.pack("<II", 4, frames)
+    data_size = wav_data_size(frames, channels, subtype)
+    riff_size = 4 + len(chunks) + 8 + data_size
+    return (b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + chunks + b"data"
+            + struct.pack("<I", data_size))
+
+
+def _wav_samples(block: np.ndarray, subtype: str, sample_rate: int) -> bytes:
+    """The sample bytes of a WAV data chunk, converted by libsndfile itself for PCM."""
+    if subtype == "FLOAT":
+        return np.ascontiguousarray(block, dtype="<f4").tobytes()
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", samplerate=sample_rate, channels=block.shape[1],
+                      subtype=subtype, format="RAW", endian="LITTLE") as raw:
+        raw.write(block)
+    return buf.getvalue()

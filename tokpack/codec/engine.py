@@ -1,9 +1,16 @@
 """encode() and decode(): the library functions the CLI wraps. They print nothing.
 
-encode: read audio -> channel mode -> resample to the model rate -> tokens (segment
-by segment for segmented models) -> ContainerWriter. decode: ContainerReader -> check
-model and weights -> audio at the model rate -> channels restored -> resample back ->
-exactly the source's frame count (or its equivalent at another rate) -> WAV/FLAC.
+Both stream, so memory does not grow with the length of the audio:
+
+encode: audio blocks (soundfile) -> channel mode -> resampled to the model rate
+(resampler.SincResampler) -> the model, chunk by chunk (streaming.CausalEncoder, or
+batches of segments for a segmented model) -> token blocks -> ContainerWriter, which
+emits TOKENS chunks as they fill.
+
+decode: ContainerReader chunk by chunk -> check model and weights -> the decoder, chunk
+by chunk -> audio at the model rate, trimmed to ``model_samples`` -> channels restored
+-> resampled back -> exactly the source's frame count (or its equivalent at another
+rate) -> WAV/FLAC blocks (a WAV streams even to a pipe).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from tokpack.codec import audio as audio_io
 from tokpack.codec.channels import from_streams, plan_channels, to_streams
 from tokpack.codec.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from tokpack.codec.threads import torch_threads
-from tokpack.errors import FormatError, ModelError, WeightsMismatch
+from tokpack.errors import AudioError, FormatError, ModelError, WeightsMismatch
 from tokpack.formats import (
     ChannelMode,
     ContainerReader,
@@ -139,6 +146,57 @@ def build_header(spec: ModelSpec, weights_sha256: bytes, n_codebooks: int, *,
     )
 
 
+class _EncodePipeline:
+    """Source audio blocks [frames, channels] -> token blocks, holding only a few seconds.
+
+    One resampler and one model stream per token stream: each stream is resampled and
+    encoded on its own, as a split channel must give the tokens of that channel alone.
+    """
+
+    def __init__(self, loaded: LoadedModel, n_q: int, mode: int, n_streams: int,
+                 source_rate: int) -> None:
+        from tokpack.codec.resampler import SincResampler
+        from tokpack.codec.streaming import CausalEncoder, SegmentEncoder
+
+        spec = loaded.spec
+        self.mode, self.channels, self.device = mode, spec.channels, loaded.device
+        self.segmented = spec.segmented
+        self.resamplers = [SincResampler(source_rate, spec.sample_rate, spec.channels)
+                           for _ in range(n_streams)]
+        if spec.segmented:
+            self.encoders = [SegmentEncoder(loaded.model, n_q, spec.segment_length,
+                                            spec.segment_stride) for _ in range(n_streams)]
+        else:
+            self.encoders = [CausalEncoder(loaded.model, n_q) for _ in range(n_streams)]
+
+    def feed(self, block: np.ndarray) -> list[TokenBlock]:
+        import torch
+
+        streams = to_streams(block, self.mode, self.channels)  # [S, C, n]
+        outs = [enc.feed(rs.process(torch.from_numpy(x)).to(self.device))
+                for x, rs, enc in zip(streams, self.resamplers, self.encoders)]
+        return self._blocks(outs)
+
+    def finish(self) -> list[TokenBlock]:
+        outs = []
+        for rs, enc in zip(self.resamplers, self.encoders):
+            head = enc.feed(rs.finish().to(self.device))
+            tail = enc.finish()
+            outs.append(head + tail if self.segmented else np.concatenate([head, tail], axis=1))
+        return self._blocks(outs)
+
+    def _blocks(self, outs: list) -> list[TokenBlock]:
+        from tokpack.codec.framing import TokenBlock
+
+        if self.segmented:  # one block per segment, the streams side by side
+            return [TokenBlock(np.stack([seg.codes for seg in segs]),
+                               np.array([seg.scale for seg in segs], dtype=np.float32))
+                    for segs in zip(*outs)]
+        if not outs[0].shape[1]:
+            return []
+        return [TokenBlock(np.stack(outs), None)]
+
+
 def iter_encode_array(audio: np.ndarray, sample_rate: int, loaded: LoadedModel,
                       bandwidth: float | None = None, *, channels: str = "auto",
                       ) -> tuple[Header, Iterator[TokenBlock]]:
@@ -163,18 +221,11 @@ def iter_encode_array(audio: np.ndarray, sample_rate: int, loaded: LoadedModel,
     def blocks() -> Iterator[TokenBlock]:
         if audio.shape[0] == 0:
             return
-        import torch
-
-        from tokpack.codec.framing import iter_encode
-
-        # Each stream is resampled on its own: a batched resample rounds differently, and
-        # a split stream's tokens should equal those of that channel encoded alone.
-        streams = torch.stack([
-            audio_io.resample(torch.from_numpy(s), sample_rate, spec.sample_rate)
-            for s in to_streams(audio, mode, spec.channels)
-        ]).to(loaded.device)
-        yield from iter_encode(loaded.model, streams, n_q, segment_length=spec.segment_length,
-                               segment_stride=spec.segment_stride)
+        pipe = _EncodePipeline(loaded, n_q, mode, n_streams, sample_rate)
+        step = audio_io.READ_BLOCK_FRAMES
+        for start in range(0, audio.shape[0], step):
+            yield from pipe.feed(audio[start:start + step])
+        yield from pipe.finish()
 
     return header, blocks()
 
@@ -203,6 +254,14 @@ def write_blocks(writer: ContainerWriter, blocks) -> int:
     return frames
 
 
+class _LengthChanged(Exception):
+    """The audio held another number of frames than its header declared."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__(frames)
+        self.frames = frames
+
+
 def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
            bandwidth: float | None = None, weights=None, device: str = "cpu",
            threads: int | None = None, channels: str = "auto", coder: str = "auto",
@@ -211,28 +270,43 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
 
     ``model`` is a model name or a LoadedModel (to reuse one across files). A ``dst``
     path is written atomically; the library always writes (overwrite policy is the
-    caller's).
+    caller's). The audio is read, resampled, encoded and written a block at a time.
     """
     t0 = time.perf_counter()
     spec = get_spec(model) if isinstance(model, str) else model.spec
     bw = spec.default_bandwidth if bandwidth is None else bandwidth
-    spec.n_codebooks(bw)  # a bad bandwidth fails before any work
-    audio, info = audio_io.read_audio(src)
-    plan_channels(spec.channels, info.channels, channels, spec.name)  # fail before loading
-    loaded = _loaded(model, weights=weights, device=device)
+    n_q = spec.n_codebooks(bw)  # a bad bandwidth fails before any work
 
     import torch
 
-    with torch_threads(threads), torch.inference_mode():
-        header, blocks = iter_encode_array(audio, info.sample_rate, loaded, bw,
-                                           channels=channels)
-        if isinstance(dst, (str, os.PathLike)):
-            with atomic_write(dst) as f, ContainerWriter(f, header, coder=coder) as w:
-                frames = write_blocks(w, blocks)
-        else:
-            with ContainerWriter(dst, header, coder=coder) as w:
-                frames = write_blocks(w, blocks)
-    duration = info.frames / info.sample_rate
+    with audio_io.AudioReader(src) as reader:
+        info = reader.info
+        mode, n_streams = plan_channels(spec.channels, info.channels, channels,
+                                        spec.name)  # fail before loading
+        loaded = _loaded(model, weights=weights, device=device)
+        declared = info.frames
+        start = None if isinstance(dst, (str, os.PathLike)) else _tell(dst)
+        with torch_threads(threads), torch.inference_mode():
+            while True:
+                header = build_header(spec, loaded.weights_sha256, n_q,
+                                      source_sample_rate=info.sample_rate,
+                                      source_channels=info.channels, source_frames=declared,
+                                      channel_mode=mode, n_streams=n_streams)
+                try:
+                    frames, bytes_out = _encode_into(dst, reader, header, loaded, n_q, coder)
+                    break
+                except _LengthChanged as changed:
+                    # libsndfile's declared length was wrong (rare): the header is
+                    # written first and never patched, so write the container again
+                    if declared != info.frames or not _rewind(dst, start):
+                        raise AudioError(
+                            f"the file holds {changed.frames} frames but declares "
+                            f"{declared}, and the output cannot be rewritten",
+                            path=reader.label) from None
+                    declared = changed.frames
+                    reader.rewind()
+        source_frames = reader.frames_read
+    duration = source_frames / info.sample_rate
     return EncodeResult(
         model=spec.name,
         bandwidth_kbps=float(bw),
@@ -241,15 +315,58 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
         channel_mode=ChannelMode(header.channel_mode).name.lower(),
         source_sample_rate=info.sample_rate,
         source_channels=info.channels,
-        source_frames=info.frames,
+        source_frames=source_frames,
         duration_s=duration,
         token_frames=frames,
         bytes_in=info.bytes,
-        bytes_out=w.bytes_written,
-        bitrate_bps=w.bytes_written * 8 / duration if duration > 0 else 0.0,
+        bytes_out=bytes_out,
+        bitrate_bps=bytes_out * 8 / duration if duration > 0 else 0.0,
         seconds=time.perf_counter() - t0,
         weights_sha256=loaded.weights_hex,
     )
+
+
+def _encode_into(dst: Src, reader: audio_io.AudioReader, header: Header,
+                 loaded: LoadedModel, n_q: int, coder: str) -> tuple[int, int]:
+    """Stream ``reader`` through the model into a container; (token frames, bytes)."""
+
+    def run(f: BinaryIO) -> tuple[int, int]:
+        with ContainerWriter(f, header, coder=coder) as w:
+            pipe = _EncodePipeline(loaded, n_q, header.channel_mode, header.n_streams,
+                                   header.source_sample_rate)
+            frames = 0
+            for block in reader.blocks():
+                frames += write_blocks(w, pipe.feed(block))
+            frames += write_blocks(w, pipe.finish())
+            if reader.frames_read != header.source_frames:
+                raise _LengthChanged(reader.frames_read)  # before END: nothing valid is left
+        return frames, w.bytes_written
+
+    if isinstance(dst, (str, os.PathLike)):
+        with atomic_write(dst) as f:
+            return run(f)
+    return run(dst)
+
+
+def _tell(f) -> int | None:
+    try:
+        return f.tell() if f.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _rewind(dst: Src, start: int | None) -> bool:
+    """Make ``dst`` ready to be written again from scratch; False if it cannot be."""
+    if isinstance(dst, (str, os.PathLike)):
+        return True  # atomic_write removed the temporary file; a new one is made
+    if start is None:
+        return False
+    try:
+        dst.seek(start)
+        dst.truncate()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
 
 
 class _CountingReader:
@@ -311,42 +428,122 @@ def _out_rate(sample_rate, header: Header) -> int:
     return int(sample_rate)
 
 
-def decode_model_rate(reader: ContainerReader, loaded: LoadedModel) -> tuple[np.ndarray, int]:
-    """All chunks of ``reader`` -> float32 [S, C, model_samples] and source_frames.
+def iter_model_rate(reader: ContainerReader, loaded: LoadedModel) -> Iterator[np.ndarray]:
+    """The decoded signal at the model rate, chunk by chunk: float32 [S, C, n] pieces.
 
-    Segmented containers are decoded segment by segment as chunks arrive.
+    The pieces add up to exactly ``model_samples`` (the decoded tail past it is cut; a
+    hand-made container with too few frames is padded with silence). When the header
+    leaves the lengths to END (a container written to a pipe), the pieces are held
+    until END says how long the signal is.
     """
-    from tokpack.codec import framing
+    import torch
+
+    from tokpack.codec.streaming import CausalDecoder, SegmentDecoder
 
     header = reader.header
-    model = loaded.model
-    pieces: list[np.ndarray] = []
+    model, device = loaded.model, loaded.device
+    shape = (header.n_streams, header.model_channels)
     if header.segmented:
-        def segments():
-            for chunk in reader:
-                start = 0
-                for n, scales in zip(chunk.segment_frames, chunk.scales):
-                    yield chunk.tokens[:, :, start:start + int(n)], scales
-                    start += int(n)
-        pieces.extend(framing.iter_decode_segmented(model, segments(), header.segment_stride,
-                                                    loaded.device))
+        decoders = [SegmentDecoder(model, header.segment_stride) for _ in range(shape[0])]
     else:
-        chunks = [c.tokens for c in reader]
-        if chunks:
-            tokens = np.concatenate(chunks, axis=2)
-            if tokens.shape[2]:
-                pieces.append(np.stack([framing.decode_frames(model, tokens[s], None,
-                                                              loaded.device).cpu().numpy()
-                                        for s in range(tokens.shape[0])]))
-    trailer = reader.trailer
-    n = trailer.model_samples
+        decoders = [CausalDecoder(model, device=device) for _ in range(shape[0])]
+    limit = header.model_samples
+    held: list[np.ndarray] = []
+    done = 0
+
+    def pieces():
+        for chunk in reader:
+            if header.segmented:
+                bounds = np.concatenate([[0], np.cumsum(chunk.segment_frames)])
+                yield [dec.feed([(chunk.tokens[s, :, a:b], float(scales[s]))
+                                 for a, b, scales in zip(bounds[:-1], bounds[1:], chunk.scales)])
+                       for s, dec in enumerate(decoders)]
+            else:
+                yield [dec.feed(chunk.tokens[s]) for s, dec in enumerate(decoders)]
+        yield [dec.finish() for dec in decoders]
+
+    for parts in pieces():
+        y = torch.stack(parts).cpu().numpy() if parts[0].shape[-1] else None
+        if y is None:
+            continue
+        if limit is None:
+            held.append(y)
+            continue
+        y = y[:, :, :max(limit - done, 0)]
+        done += y.shape[2]
+        if y.shape[2]:
+            yield y
+    n = reader.trailer.model_samples
+    if limit is None and held:
+        y = np.concatenate(held, axis=2)[:, :, :n]
+        held.clear()
+        done = y.shape[2]
+        if done:
+            yield y
+    if done < n:  # fewer frames than samples: only a hand-made container does that
+        yield np.zeros((*shape, n - done), np.float32)
+
+
+def iter_pcm(reader: ContainerReader, loaded: LoadedModel, out_rate: int, *,
+             restore: bool = True) -> Iterator[np.ndarray]:
+    """Decoded audio blocks float32 [n, channels] at ``out_rate``, in the source's layout
+    (``restore``) or the model's; exactly ``ceil(source_frames * out_rate / source_rate)``
+    frames in all."""
+    import torch
+
+    from tokpack.codec.resampler import SincResampler
+
+    header = reader.header
+    model_rate = header.model_sample_rate
+    resampler = None
+    want = None
+    done = 0
+
+    def fit(x: torch.Tensor):  # [ch, n] -> [n, ch], never past `want`
+        nonlocal done
+        keep = x.shape[-1] if want is None else max(min(x.shape[-1], want - done), 0)
+        done += keep
+        return np.ascontiguousarray(x[:, :keep].numpy().T) if keep else None
+
+    def target() -> int:
+        frames = header.source_frames
+        if frames is None:
+            frames = reader.trailer.source_frames  # known once the model-rate data came
+        return audio_io.resampled_length(frames, header.source_sample_rate, out_rate)
+
+    for y in iter_model_rate(reader, loaded):
+        if want is None:
+            want = target()
+        pcm = from_streams(y, header.channel_mode, header.source_channels, restore=restore)
+        if resampler is None:
+            resampler = SincResampler(model_rate, out_rate, pcm.shape[1])
+        block = fit(resampler.process(torch.from_numpy(np.ascontiguousarray(pcm.T))))
+        if block is not None:
+            yield block
+    if want is None:
+        want = target()
+    channels = _out_channels(header, restore)
+    if resampler is not None:
+        block = fit(resampler.finish())
+        if block is not None:
+            yield block
+    if done < want:
+        yield np.zeros((want - done, channels), np.float32)
+
+
+def _out_channels(header: Header, restore: bool) -> int:
+    shape = (header.n_streams, header.model_channels, 0)
+    return from_streams(np.zeros(shape, np.float32), header.channel_mode,
+                        header.source_channels, restore=restore).shape[1]
+
+
+def decode_model_rate(reader: ContainerReader, loaded: LoadedModel) -> tuple[np.ndarray, int]:
+    """All chunks of ``reader`` -> float32 [S, C, model_samples] and source_frames (in memory)."""
+    header = reader.header
+    pieces = list(iter_model_rate(reader, loaded))
     shape = (header.n_streams, header.model_channels)
     y = np.concatenate(pieces, axis=2) if pieces else np.zeros((*shape, 0), np.float32)
-    if y.shape[2] >= n:
-        y = y[:, :, :n]
-    else:  # fewer frames than samples: only a hand-made container does that
-        y = np.concatenate([y, np.zeros((*shape, n - y.shape[2]), np.float32)], axis=2)
-    return y, trailer.source_frames
+    return y, reader.trailer.source_frames
 
 
 def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16",
@@ -359,7 +556,9 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     restores the source's channel count, "model" keeps the model's (one per stream when
     split). ``model``: a LoadedModel to reuse (used if its name matches the container).
     WeightsMismatch when the container was made with other weights, unless
-    ``force_weights``.
+    ``force_weights``. The container is decoded and written chunk by chunk; to a pipe,
+    a WAV streams when the header knows the length (else it is built in a temporary
+    file first).
     """
     if channels not in ("original", "model"):
         raise ValueError(f"channels must be 'original' or 'model', got {channels!r}")
@@ -377,18 +576,22 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
             spec = get_spec(header.model_id)
             check_header_fits(header, spec)
             out_rate = _out_rate(sample_rate, header)
+            audio_io.check_output(dst, subtype, format)  # before the model is loaded
             if model is not None and model.spec.name == spec.name:
                 loaded = model
             else:
                 loaded = _loaded(spec.name, weights=weights, device=device)
             match = check_weights(header, loaded, force_weights)
-            y, source_frames = decode_model_rate(reader, loaded)
-            pcm = from_streams(y, header.channel_mode, header.source_channels,
-                               restore=channels == "original")
-            want = audio_io.resampled_length(source_frames, header.source_sample_rate, out_rate)
-            x = torch.from_numpy(np.ascontiguousarray(pcm.T))
-            x = audio_io.fit_length(audio_io.resample(x, spec.sample_rate, out_rate), want)
-            out = np.ascontiguousarray(x.numpy().T)
+            restore = channels == "original"
+            frames = None
+            if header.source_frames is not None:
+                frames = audio_io.resampled_length(header.source_frames,
+                                                   header.source_sample_rate, out_rate)
+            written = audio_io.write_audio_blocks(
+                dst, iter_pcm(reader, loaded, out_rate, restore=restore), out_rate,
+                _out_channels(header, restore), frames=frames, subtype=subtype,
+                format=format)
+            source_frames = reader.trailer.source_frames
     except ModelError as exc:
         if exc.path is None:
             exc.path = label
@@ -400,7 +603,6 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     finally:
         if owned:
             f.close()
-    written = audio_io.write_audio(dst, out, out_rate, subtype=subtype, format=format)
     duration = source_frames / header.source_sample_rate
     return DecodeResult(
         model=spec.name,

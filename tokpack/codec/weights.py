@@ -200,14 +200,14 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def check_fits(model: EncodecModel, state: Mapping[str, Any], spec: ModelSpec,
+def check_fits(expected: Mapping[str, tuple], state: Mapping[str, Any], spec: ModelSpec,
                path: Path | None = None) -> None:
-    """ModelError if ``state`` does not fit ``model`` key for key and shape for shape."""
-    expected = model.state_dict()
+    """ModelError if ``state`` does not fit the layout ``expected`` (key -> shape) key for
+    key and shape for shape."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state)
-                   if tuple(expected[k].shape) != tuple(state[k].shape))
+                   if tuple(expected[k]) != tuple(state[k].shape))
     if not (missing or unexpected or wrong):
         return
     parts = []
@@ -245,10 +245,11 @@ def weights_sha256(state: Mapping[str, torch.Tensor]) -> bytes:
     return h.digest()
 
 
-def _le_bytes(t: torch.Tensor, torch: Any) -> bytes:
+def _le_bytes(t: torch.Tensor, torch: Any):
+    """The tensor's little-endian bytes: a view of its memory where possible, no copy."""
     flat = t.reshape(-1)
     if sys.byteorder == "little" or flat.element_size() == 1:
-        return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+        return flat.view(torch.uint8).numpy().data if flat.numel() else b""
     arr = flat.numpy()  # big-endian host: bfloat16 etc. are not supported there
     return arr.astype(arr.dtype.newbyteorder("<")).tobytes()
 
@@ -291,19 +292,39 @@ def load_model(name: str, *, weights: str | os.PathLike | None = None,
     spec = get_spec(name)
     dev = resolve_device(device)
     path = resolve_weights(spec, weights)
-    state = load_state_dict(path)
+
+    import encodec  # noqa: F401  (its imports first: they fragment the heap if interleaved)
+
+    from tokpack.codec.architecture import (
+        build_architecture,
+        fold_weight_norm_state,
+        weight_norm_layout,
+    )
 
     import torch
 
-    from tokpack.codec.architecture import build_architecture
+    from tokpack.codec.memory import release_memory
 
-    with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the caller's RNG
-        model = build_architecture(spec)
-    check_fits(model, state, spec, path)
+    # Weight normalisation is folded into plain weights once, here: the network is
+    # built without it, on the meta device (no storage, no throwaway random
+    # initialisation, the caller's RNG untouched), and the file's tensors become the
+    # parameters without a copy (assign=True), so the model is in memory once.
+    with torch.device("meta"):  # shapes only: no storage, no initialisation
+        model = build_architecture(spec, plain_weights=True)
+    state = load_state_dict(path)
+    check_fits(weight_norm_layout(model, spec), state, spec, path)
+    digest = weights_sha256(state)  # of the file's tensors, as stored
+    state = fold_weight_norm_state(state)
+    # assign=True keeps the file's dtypes, where a copy into the parameters would cast
+    for key, param in model.state_dict().items():
+        if key in state and state[key].dtype != param.dtype:
+            state[key] = state[key].to(param.dtype)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:  # dtype trouble and the like, after the key check
         raise ModelError(f"cannot load weights: {_one_line(exc)[:300]}", path=str(path))
+    del state
     model.eval().to(dev)
-    return LoadedModel(spec=spec, model=model, weights_sha256=weights_sha256(state),
+    release_memory()  # the weight-norm pairs folded away, the hashing's buffers
+    return LoadedModel(spec=spec, model=model, weights_sha256=digest,
                        weights_path=path, device=dev)

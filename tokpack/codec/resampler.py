@@ -1,0 +1,153 @@
+"""The pinned resampler (container resampler id 1), chunk by chunk (imports torch).
+
+``torchaudio.functional.resample(x, orig, new, resampling_method="sinc_interp_hann",
+lowpass_filter_width=6, rolloff=0.99)`` is a polyphase FIR filter: with ``o = orig/g``,
+``n = new/g`` (``g`` the gcd), it zero-pads the signal by ``width`` on the left and
+``width + o`` on the right, convolves it with ``n`` filters of ``2*width + o`` taps at
+stride ``o``, interleaves the ``n`` outputs of each step and keeps ``ceil(L*n/o)``
+samples. :class:`SincResampler` does the same convolution on a signal that arrives in
+pieces: it keeps the input that the next output step still needs, so every output
+sample comes from exactly the same taps and input samples as in the one-call version.
+
+Bit-exactness with torchaudio also needs the same convolution *algorithm*: torch sends a
+float32 CPU convolution to oneDNN only when the batch is larger than one or the input
+has more than 20480 elements (:data:`~tokpack.codec.streaming.MKLDNN_MIN_NUMEL`), and
+oneDNN and torch's fallback round differently. So the resampler holds input back until
+each call is that large, and keeps that much for the last call: a signal too short for
+that is resampled in one call, exactly as torchaudio does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from tokpack.codec.audio import resampled_length
+
+if TYPE_CHECKING:
+    import torch
+
+LOWPASS_FILTER_WIDTH = 6
+ROLLOFF = 0.99
+#: torch's oneDNN threshold for one-signal convolutions (input elements; see module doc)
+_MIN_CALL = 20480 + 1
+
+
+def sinc_kernel(orig: int, new: int, dtype=None) -> tuple[torch.Tensor, int]:
+    """torchaudio's sinc_interp_hann kernel [new/g, 1, 2*width + orig/g] and its width.
+
+    A transcription of ``torchaudio.functional.functional._get_sinc_resample_kernel``
+    (torchaudio 2.x) for the pinned parameters, so the container's resampler does not
+    hang on a private function; tests compare the two.
+    """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
+    g = math.gcd(orig, new)
+    orig, new = orig // g, new // g
+    base_freq = min(orig, new) * ROLLOFF
+    width = math.ceil(LOWPASS_FILTER_WIDTH * orig / base_freq)
+    idx = torch.arange(-width, width + orig, dtype=dtype)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=dtype)[:, None, None] / new + idx
+    t *= base_freq
+    t = t.clamp_(-LOWPASS_FILTER_WIDTH, LOWPASS_FILTER_WIDTH)
+    window = torch.cos(t * math.pi / LOWPASS_FILTER_WIDTH / 2) ** 2
+    t *= math.pi
+    scale = base_freq / orig
+    kernels = torch.where(t == 0, torch.tensor(1.0).to(t), t.sin() / t)
+    kernels *= window * scale
+    return kernels, width
+
+
+class SincResampler:
+    """Resample [channels, time] float32 pieces from ``orig`` to ``new`` Hz.
+
+    ``process(x)`` returns the output samples that ``x`` completes (maybe none);
+    ``finish()`` the rest. All outputs, concatenated, equal
+    ``torchaudio.functional.resample`` of the concatenated input with the pinned
+    parameters, ``ceil(L * new / orig)`` samples (see the module doc for why they are
+    the same bits). ``orig == new`` passes samples through.
+    """
+
+    def __init__(self, orig: int, new: int, channels: int, *, block: int = 1 << 16) -> None:
+        import torch
+
+        if orig <= 0 or new <= 0:
+            raise ValueError(f"sample rates must be positive, got {orig} and {new}")
+        self.orig_rate, self.new_rate, self.channels = orig, new, channels
+        self._identity = orig == new
+        self._in = 0
+        self._out = 0
+        self._done = False
+        if self._identity:
+            return
+        g = math.gcd(orig, new)
+        self._o, self._n = orig // g, new // g
+        self._kernel, self._width = sinc_kernel(orig, new)
+        self._taps = self._kernel.shape[-1]
+        # one-signal calls must stay on oneDNN's side of torch's size rule (module doc)
+        self._reserve = _MIN_CALL if channels == 1 else 0
+        self._block = max(block, self._taps + self._o)
+        self._pending: list[torch.Tensor] = [torch.zeros(channels, self._width)]
+        self._pending_len = self._width
+
+    @property
+    def samples_in(self) -> int:
+        return self._in
+
+    def process(self, x: torch.Tensor) -> torch.Tensor:
+        """Feed [channels, n] samples; returns the output samples now complete."""
+        if self._done:
+            raise ValueError("the resampler is finished")
+        self._in += x.shape[-1]
+        if self._identity:
+            self._out += x.shape[-1]
+            return x
+        if x.shape[-1]:
+            self._pending.append(x)
+            self._pending_len += x.shape[-1]
+        usable = self._pending_len - self._reserve  # input the next call may end at
+        if usable < self._block:
+            return self._empty()
+        steps = (usable - self._taps) // self._o + 1
+        return self._run(steps, final=False)
+
+    def finish(self) -> torch.Tensor:
+        """The remaining output: ``ceil(L * new / orig)`` samples in all."""
+        if self._done:
+            raise ValueError("the resampler is finished")
+        self._done = True
+        if self._identity:
+            return self._empty()
+        import torch
+
+        want = resampled_length(self._in, self.orig_rate, self.new_rate)
+        if self._in == 0:
+            return self._empty()
+        self._pending.append(torch.zeros(self.channels, self._width + self._o))
+        self._pending_len += self._width + self._o
+        steps = (self._pending_len - self._taps) // self._o + 1
+        y = self._run(steps, final=True)
+        if self._out > want:  # the last step overshoots the wanted length
+            y = y[:, : y.shape[-1] - (self._out - want)]
+            self._out = want
+        return y
+
+    def _run(self, steps: int, final: bool) -> torch.Tensor:
+        import torch
+
+        buf = torch.cat(self._pending, dim=-1) if len(self._pending) > 1 else self._pending[0]
+        # the last call convolves all it has, as torchaudio does (same size, same algorithm)
+        used = buf.shape[-1] if final else (steps - 1) * self._o + self._taps
+        y = torch.nn.functional.conv1d(buf[:, None, :used], self._kernel, stride=self._o)
+        y = y.transpose(1, 2).reshape(self.channels, -1)
+        keep = buf[:, steps * self._o:]
+        self._pending = [] if final else [keep.clone()]
+        self._pending_len = 0 if final else keep.shape[-1]
+        self._out += y.shape[-1]
+        return y
+
+    def _empty(self) -> torch.Tensor:
+        import torch
+
+        return torch.zeros(self.channels, 0)
