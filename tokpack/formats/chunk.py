@@ -78,12 +78,22 @@ def tokens_payload_limit(header: Header, n_frames: int, n_segments: int) -> int:
     return table + raw + raw // 256 + spec.TOKENS_PAYLOAD_SLACK
 
 
+def frame_sample(header: Header, frame: int) -> int:
+    """First model-rate sample of the token frame ``frame`` (segments full)."""
+    if not header.segmented:
+        return frame * header.hop_length
+    segment, within = divmod(frame, header.segment_frames)
+    return segment * header.segment_stride + within * header.hop_length
+
+
+def chunk_sample(header: Header, index: int) -> int:
+    """First model-rate sample of TOKENS chunk ``index`` (every chunk before it full)."""
+    return frame_sample(header, index * header.frames_per_chunk)
+
+
 def frame_seconds(header: Header, frame: int) -> float:
     """Start time in the model-rate signal of the token frame ``frame`` (segments full)."""
-    if not header.segmented:
-        return frame / header.frame_rate
-    segment, within = divmod(frame, header.segment_frames)
-    return (segment * header.segment_stride + within * header.hop_length) / header.model_sample_rate
+    return frame_sample(header, frame) / header.model_sample_rate
 
 
 def chunk_label(header: Header, index: int, first_frame: int, n_frames: int | None) -> str:

@@ -7,6 +7,10 @@ range. After a damaged chunk whose length field still fits the file, reading res
 after it (exactly one chunk lost). Otherwise the bytes are scanned for the next position
 where a whole chunk validates; how many chunks that gap held is then taken from the END
 chunk when it survived, else estimated as one.
+
+A decoder reads the result through :class:`SalvageReader`: it decodes each run of intact
+chunks, writes silence for the span of the lost ones, and keeps the signal's length
+(a file cut short ends after the last chunk it holds).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import io
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from tokpack.errors import FormatError
 from tokpack.formats import spec
-from tokpack.formats.chunk import Chunk, Trailer, frame_seconds, tokens_payload_limit
+from tokpack.formats.chunk import Chunk, Trailer, chunk_sample, tokens_payload_limit
 from tokpack.formats.header import Header
 from tokpack.formats.reader import ContainerReader, _ChunkParser, _Source
 
@@ -39,6 +44,39 @@ class Damage:
 
 
 @dataclass
+class LostRange:
+    """Audio lost with a run of TOKENS chunks, in seconds of the signal. A salvage decode
+    writes silence there, or, where the file was cut short, ends before it."""
+
+    first_chunk: int
+    n_chunks: int | None  # None: the file was cut short; how many chunks followed is unknown
+    exact: bool  # False: n_chunks, and so end_s, are estimates
+    start_s: float
+    end_s: float | None  # None: cut short, and the signal's length was only in END
+    reason: str
+    offset: int | None  # where the damage was found; None: the end of the data
+
+    def describe(self) -> str:
+        if self.n_chunks is None:
+            where = f"after chunk {self.first_chunk - 1}" if self.first_chunk else "before chunk 0"
+            end = "?" if self.end_s is None else f"{self.end_s:.2f}"
+            return f"file cut short {where}, {self.start_s:.2f}-{end} s: {self.reason}"
+        last = self.first_chunk + self.n_chunks - 1
+        which = f"chunk {self.first_chunk}" if self.n_chunks == 1 else f"chunks {self.first_chunk}-{last}"
+        guess = "" if self.exact else " (count estimated)"
+        return f"{which} lost{guess}, {self.start_s:.2f}-{self.end_s:.2f} s: {self.reason} (offset {self.offset})"
+
+
+@dataclass(frozen=True)
+class Extent:
+    """What a decode of the salvaged chunks yields, in the terms of END's totals."""
+
+    n_chunks: int  # TOKENS chunks the file held, lost ones included
+    source_frames: int
+    model_samples: int
+
+
+@dataclass
 class Salvaged:
     header: Header
     chunks: list[Chunk]  # intact TOKENS chunks, .index/.first_frame at their true positions
@@ -54,20 +92,72 @@ class Salvaged:
         seen = [c.index + 1 for c in self.chunks] + [d.first_chunk + d.n_chunks for d in self.damage]
         return max(seen, default=0)
 
+    def extent(self) -> Extent:
+        """The signal's length from the header or END; when the file was cut short, up to
+        the end of the last chunk it holds (lost chunks before it included)."""
+        h, n = self.header, self.n_chunks
+        if self.trailer is not None:
+            return Extent(
+                n,
+                self.trailer.source_frames if h.source_frames is None else h.source_frames,
+                self.trailer.model_samples if h.model_samples is None else h.model_samples,
+            )
+        last = self.chunks[-1] if self.chunks else None
+        reach = _end_sample(h, last) if last is not None and last.index == n - 1 else chunk_sample(h, n)
+        model = reach if h.model_samples is None else min(reach, h.model_samples)
+        source = -(-model * h.source_sample_rate // h.model_sample_rate)
+        return Extent(n, source if h.source_frames is None else min(source, h.source_frames), model)
+
+    def lost(self) -> list[LostRange]:
+        """Every lost run of chunks with its time range; a cut-short file's missing end last."""
+        h = self.header
+        rate = h.model_sample_rate
+        total = h.model_samples
+        if total is None and self.trailer is not None:
+            total = self.trailer.model_samples
+
+        def seconds(sample: int) -> float:
+            return (sample if total is None else min(sample, total)) / rate
+
+        ranges = [
+            LostRange(d.first_chunk, d.n_chunks, d.exact, seconds(chunk_sample(h, d.first_chunk)),
+                      seconds(chunk_sample(h, d.first_chunk + d.n_chunks)), d.reason, d.offset)
+            for d in self.damage
+        ]
+        if self.truncated:
+            ranges.append(LostRange(self.n_chunks, None, False, self.extent().model_samples / rate,
+                                    None if total is None else total / rate,
+                                    "nothing after it could be read", None))
+        return ranges
+
     def describe(self) -> list[str]:
         """One line per lost run: chunk numbers and time range."""
-        h = self.header
-        lines = []
-        for d in self.damage:
-            last = d.first_chunk + d.n_chunks - 1
-            start = frame_seconds(h, d.first_chunk * h.frames_per_chunk)
-            end = frame_seconds(h, (last + 1) * h.frames_per_chunk)
-            which = f"chunk {d.first_chunk}" if d.n_chunks == 1 else f"chunks {d.first_chunk}-{last}"
-            guess = "" if d.exact else " (count estimated)"
-            lines.append(f"{which} lost{guess}, {start:.2f}-{end:.2f} s: {d.reason} (offset {d.offset})")
-        if self.truncated:
-            lines.append(f"file cut short after chunk {self.n_chunks - 1}: nothing after it could be read")
-        return lines
+        return [r.describe() for r in self.lost()]
+
+
+def _end_sample(header: Header, chunk: Chunk) -> int:
+    """Where the decoded signal of ``chunk`` ends, its last segment's overlap included."""
+    if not header.segmented:
+        return (chunk.first_frame + chunk.n_frames) * header.hop_length
+    last_segment = chunk.index * header.segments_per_chunk + len(chunk.segment_frames) - 1
+    return last_segment * header.segment_stride + int(chunk.segment_frames[-1]) * header.hop_length
+
+
+class SalvageReader:
+    """What salvage keeps, read as a decoder reads a ContainerReader: ``header``; the
+    intact TOKENS chunks in order, whose ``index`` shows the gaps; and ``trailer``, here an
+    :class:`Extent` known at once. ``lost`` says what is missing."""
+
+    def __init__(self, src: str | os.PathLike | BinaryIO) -> None:
+        found = salvage(src)
+        self.header = found.header
+        self.trailer = found.extent()
+        self.lost = found.lost()
+        self.intact = len(found.chunks)
+        self._chunks = found.chunks
+
+    def __iter__(self) -> Iterator[Chunk]:
+        return iter(self._chunks)
 
 
 def salvage(src: str | os.PathLike | BinaryIO) -> Salvaged:
