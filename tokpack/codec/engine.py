@@ -36,6 +36,8 @@ from tokpack.formats import (
     Header,
     Resampler,
 )
+from tokpack.formats.chunk import chunk_sample
+from tokpack.formats.salvage import LostRange, SalvageReader
 
 if TYPE_CHECKING:
     from tokpack.codec.framing import TokenBlock
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 Src = str | os.PathLike | BinaryIO
 ModelArg = Union[str, "LoadedModel"]
+ChunkSource = ContainerReader | SalvageReader  # header, TOKENS chunks in order, then trailer
 
 
 @dataclass
@@ -89,6 +92,7 @@ class DecodeResult:
     clipped_samples: int
     subtype: str
     format: str
+    lost: list[LostRange] | None = None  # with salvage: what was lost ([] if nothing)
 
 
 @dataclass
@@ -428,44 +432,22 @@ def _out_rate(sample_rate, header: Header) -> int:
     return int(sample_rate)
 
 
-def iter_model_rate(reader: ContainerReader, loaded: LoadedModel) -> Iterator[np.ndarray]:
+def iter_model_rate(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.ndarray]:
     """The decoded signal at the model rate, chunk by chunk: float32 [S, C, n] pieces.
 
     The pieces add up to exactly ``model_samples`` (the decoded tail past it is cut; a
     hand-made container with too few frames is padded with silence). When the header
     leaves the lengths to END (a container written to a pipe), the pieces are held
-    until END says how long the signal is.
+    until END says how long the signal is. Chunks missing from ``reader`` (a
+    SalvageReader's gaps) are silence over their span: the decoder stream ends before the
+    gap and a new one starts after it.
     """
-    import torch
-
-    from tokpack.codec.streaming import CausalDecoder, SegmentDecoder
-
     header = reader.header
-    model, device = loaded.model, loaded.device
     shape = (header.n_streams, header.model_channels)
-    if header.segmented:
-        decoders = [SegmentDecoder(model, header.segment_stride) for _ in range(shape[0])]
-    else:
-        decoders = [CausalDecoder(model, device=device) for _ in range(shape[0])]
     limit = header.model_samples
     held: list[np.ndarray] = []
     done = 0
-
-    def pieces():
-        for chunk in reader:
-            if header.segmented:
-                bounds = np.concatenate([[0], np.cumsum(chunk.segment_frames)])
-                yield [dec.feed([(chunk.tokens[s, :, a:b], float(scales[s]))
-                                 for a, b, scales in zip(bounds[:-1], bounds[1:], chunk.scales)])
-                       for s, dec in enumerate(decoders)]
-            else:
-                yield [dec.feed(chunk.tokens[s]) for s, dec in enumerate(decoders)]
-        yield [dec.finish() for dec in decoders]
-
-    for parts in pieces():
-        y = torch.stack(parts).cpu().numpy() if parts[0].shape[-1] else None
-        if y is None:
-            continue
+    for y in _decoded(reader, loaded):
         if limit is None:
             held.append(y)
             continue
@@ -480,11 +462,58 @@ def iter_model_rate(reader: ContainerReader, loaded: LoadedModel) -> Iterator[np
         done = y.shape[2]
         if done:
             yield y
-    if done < n:  # fewer frames than samples: only a hand-made container does that
+    if done < n:  # fewer frames than samples (a hand-made container), or lost chunks at the end
         yield np.zeros((*shape, n - done), np.float32)
 
 
-def iter_pcm(reader: ContainerReader, loaded: LoadedModel, out_rate: int, *,
+def _decoded(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.ndarray]:
+    """Non-empty float32 [S, C, n] pieces of the signal from its first sample, untrimmed;
+    lost chunks are silence from the start of the first lost one to the next intact one."""
+    import torch
+
+    from tokpack.codec.streaming import CausalDecoder, SegmentDecoder
+
+    header = reader.header
+    shape = (header.n_streams, header.model_channels)
+
+    def start():
+        if header.segmented:
+            return [SegmentDecoder(loaded.model, header.segment_stride) for _ in range(shape[0])]
+        return [CausalDecoder(loaded.model, device=loaded.device) for _ in range(shape[0])]
+
+    def feed(decoders, chunk):
+        if header.segmented:
+            bounds = np.concatenate([[0], np.cumsum(chunk.segment_frames)])
+            return [dec.feed([(chunk.tokens[s, :, a:b], float(scales[s]))
+                              for a, b, scales in zip(bounds[:-1], bounds[1:], chunk.scales)])
+                    for s, dec in enumerate(decoders)]
+        return [dec.feed(chunk.tokens[s]) for s, dec in enumerate(decoders)]
+
+    def cut(parts, end: int | None = None) -> np.ndarray:  # [S, C, n], stopped at sample `end`
+        y = torch.stack(parts).cpu().numpy()
+        return y if end is None else y[:, :, :max(end - at, 0)]
+
+    at = expected = 0  # samples produced; the chunk that comes next unless some are lost
+    decoders = start()
+    for chunk in reader:
+        if chunk.index != expected:  # chunks lost: end this stream where they start
+            y = cut([dec.finish() for dec in decoders], chunk_sample(header, expected))
+            resume = chunk_sample(header, chunk.index)
+            yield np.concatenate([y, np.zeros((*shape, resume - at - y.shape[2]), np.float32)], axis=2)
+            at = resume
+            decoders = start()
+        y = cut(feed(decoders, chunk))
+        expected = chunk.index + 1
+        if y.shape[2]:
+            at += y.shape[2]
+            yield y
+    lost_at_end = reader.trailer.n_chunks > expected
+    y = cut([dec.finish() for dec in decoders], chunk_sample(header, expected) if lost_at_end else None)
+    if y.shape[2]:
+        yield y
+
+
+def iter_pcm(reader: ChunkSource, loaded: LoadedModel, out_rate: int, *,
              restore: bool = True) -> Iterator[np.ndarray]:
     """Decoded audio blocks float32 [n, channels] at ``out_rate``, in the source's layout
     (``restore``) or the model's; exactly ``ceil(source_frames * out_rate / source_rate)``
@@ -505,11 +534,8 @@ def iter_pcm(reader: ContainerReader, loaded: LoadedModel, out_rate: int, *,
         done += keep
         return np.ascontiguousarray(x[:, :keep].numpy().T) if keep else None
 
-    def target() -> int:
-        frames = header.source_frames
-        if frames is None:
-            frames = reader.trailer.source_frames  # known once the model-rate data came
-        return audio_io.resampled_length(frames, header.source_sample_rate, out_rate)
+    def target() -> int:  # known once the model-rate data came
+        return audio_io.resampled_length(_source_frames(reader), header.source_sample_rate, out_rate)
 
     for y in iter_model_rate(reader, loaded):
         if want is None:
@@ -531,6 +557,13 @@ def iter_pcm(reader: ContainerReader, loaded: LoadedModel, out_rate: int, *,
         yield np.zeros((want - done, channels), np.float32)
 
 
+def _source_frames(reader: ChunkSource) -> int | None:
+    """The source's frame count: END's once read (a SalvageReader's at once: up to its last
+    chunk when the file was cut short), else the header's (None if only END has it)."""
+    trailer = reader.trailer
+    return reader.header.source_frames if trailer is None else trailer.source_frames
+
+
 def _out_channels(header: Header, restore: bool) -> int:
     shape = (header.n_streams, header.model_channels, 0)
     return from_streams(np.zeros(shape, np.float32), header.channel_mode,
@@ -549,7 +582,7 @@ def decode_model_rate(reader: ContainerReader, loaded: LoadedModel) -> tuple[np.
 def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16",
            format: str | None = None, weights=None, force_weights: bool = False,
            device: str = "cpu", threads: int | None = None, channels: str = "original",
-           model: LoadedModel | None = None) -> DecodeResult:
+           model: LoadedModel | None = None, salvage: bool = False) -> DecodeResult:
     """Decode a container (path or binary file object) to WAV/FLAC at ``dst``.
 
     ``sample_rate``: "original" (default), "model", or Hz. ``channels``: "original"
@@ -559,6 +592,11 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     ``force_weights``. The container is decoded and written chunk by chunk; to a pipe,
     a WAV streams when the header knows the length (else it is built in a temporary
     file first).
+
+    ``salvage``: decode what is intact of a damaged or cut-short container instead of
+    failing (formats.salvage; the file is read whole): lost chunks become silence over
+    their span, the length is kept (a file cut short ends after its last chunk), and
+    ``lost`` in the result says what is missing. FormatError if no chunk is intact.
     """
     if channels not in ("original", "model"):
         raise ValueError(f"channels must be 'original' or 'model', got {channels!r}")
@@ -570,11 +608,14 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     try:
         import torch
 
-        with ContainerReader(counter, path=label) as reader, \
-                torch_threads(threads), torch.inference_mode():
+        reader = SalvageReader(counter) if salvage else ContainerReader(counter, path=label)
+        with torch_threads(threads), torch.inference_mode():
             header = reader.header
             spec = get_spec(header.model_id)
             check_header_fits(header, spec)
+            if salvage and reader.lost and not reader.intact:
+                more = f" (and {len(reader.lost) - 1} more)" if len(reader.lost) > 1 else ""
+                raise FormatError(f"nothing to salvage: {reader.lost[0].describe()}{more}")
             out_rate = _out_rate(sample_rate, header)
             audio_io.check_output(dst, subtype, format)  # before the model is loaded
             if model is not None and model.spec.name == spec.name:
@@ -583,10 +624,10 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
                 loaded = _loaded(spec.name, weights=weights, device=device)
             match = check_weights(header, loaded, force_weights)
             restore = channels == "original"
+            known = _source_frames(reader)
             frames = None
-            if header.source_frames is not None:
-                frames = audio_io.resampled_length(header.source_frames,
-                                                   header.source_sample_rate, out_rate)
+            if known is not None:
+                frames = audio_io.resampled_length(known, header.source_sample_rate, out_rate)
             written = audio_io.write_audio_blocks(
                 dst, iter_pcm(reader, loaded, out_rate, restore=restore), out_rate,
                 _out_channels(header, restore), frames=frames, subtype=subtype,
@@ -624,4 +665,5 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
         clipped_samples=written.clipped_samples,
         subtype=written.subtype,
         format=written.format,
+        lost=reader.lost if salvage else None,
     )
