@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import re
 
 import numpy as np
 import pytest
 import soundfile as sf
+from typer.testing import CliRunner
 
+from tokpack.cli import app
 from tokpack.codec.engine import decode, encode_array, write_blocks
 from tokpack.errors import ChecksumMismatch, FormatError
 from tokpack.formats import ContainerReader, ContainerWriter
 from tokpack.formats.chunk import chunk_sample
 from tokpack.formats.spec import CHUNK_HEAD_SIZE
+
+runner = CliRunner()
 
 # model -> (rate, channels, seconds, frames per chunk, samples after a gap where the decoder
 # has not settled: the causal decoder restarts its state; a segment is not cross-faded
@@ -120,3 +126,56 @@ def test_nothing_to_salvage_is_an_error(made):
     with pytest.raises(FormatError, match="nothing to salvage: file cut short before chunk 0"):
         decoded(made.data[:made.offsets[0] + 5], made.loaded, salvage=True)
 
+
+# ---- the CLI (test_24khz) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_tpk(tmp_path_factory, test_24khz, signals):
+    data = container(test_24khz, *CASES["test_24khz"][:4], signals)
+    offsets = [c.offset for c in ContainerReader(io.BytesIO(data))]
+    path = tmp_path_factory.mktemp("salvage") / "bad.tpk"
+    path.write_bytes(damaged(data, offsets[1]))
+    return path, offsets[1]
+
+
+def test_cli_strict_decode_fails_in_one_line_and_writes_nothing(bad_tpk, tmp_path):
+    path = bad_tpk[0]
+    r = runner.invoke(app, ["decode", str(path), "-o", str(tmp_path / "y.wav")])
+    assert r.exit_code == 1 and r.stdout == ""
+    assert re.fullmatch(rf"tokpack: {re.escape(str(path))}: offset \d+, crc32: TOKENS chunk 1 \(frames 25-49, "
+                        r"0\.33-0\.67 s\) is corrupt \(stored 0x[0-9a-f]{8}, computed 0x[0-9a-f]{8}\)\n", r.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_salvage_warns_per_lost_range_and_exits_0(bad_tpk, tmp_path):
+    path, offset = bad_tpk
+    out = tmp_path / "y.wav"
+    r = runner.invoke(app, ["decode", str(path), "-o", str(out), "--salvage"])
+    assert r.exit_code == 0, r.stderr
+    warning, summary = r.stderr.splitlines()
+    assert warning == f"tokpack: {path}: warning: chunk 1 lost, 0.33-0.67 s: crc32 mismatch (offset {offset})"
+    assert summary.startswith(f"{path} : ") and summary.endswith(f"(1.20 s, {out})")
+    assert sf.info(out).frames == 28_800
+    r = runner.invoke(app, ["decode", str(path), "-o", str(out), "--salvage", "-f", "-q", "--json"])
+    assert r.exit_code == 0 and r.stderr == ""
+    assert json.loads(r.stdout)["lost"] == [{
+        "first_chunk": 1, "n_chunks": 1, "exact": True, "start_s": 8000 / 24_000, "end_s": 16000 / 24_000,
+        "reason": "crc32 mismatch", "offset": offset,
+    }]
+
+
+def test_cli_salvage_with_nothing_intact_fails(bad_tpk, tmp_path):
+    path = bad_tpk[0]
+    cut = tmp_path / "cut.tpk"
+    cut.write_bytes(path.read_bytes()[:200])
+    r = runner.invoke(app, ["decode", str(cut), "--salvage"])
+    assert r.exit_code == 1
+    assert r.stderr == (f"tokpack: {cut}: nothing to salvage: file cut short before chunk 0, 0.00-1.20 s: "
+                        "nothing after it could be read\n")
+    assert list(tmp_path.iterdir()) == [cut]
+
+
+def test_cli_salvage_and_test_exclude_each_other(bad_tpk):
+    r = runner.invoke(app, ["decode", str(bad_tpk[0]), "-t", "--salvage"])
+    assert r.exit_code == 2 and "--salvage" in r.stderr

@@ -49,6 +49,7 @@ class JobResult:
     bitrate_bps: float | None = None
     seconds: float = 0.0
     warning: str | None = None
+    lost: list[dict] | None = None  # decode --salvage: formats.salvage.LostRange fields
 
     def to_json(self) -> dict:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -254,6 +255,7 @@ class DecodeOptions:
     device: str = "cpu"
     threads: int | None = None
     force: bool = False
+    salvage: bool = False
 
 
 _MODELS: dict = {}  # per process: (name, weights, device) -> LoadedModel
@@ -365,11 +367,12 @@ def decode_job(options: DecodeOptions, job: Job) -> JobResult:
         r = decode(
             src, _target(job), sample_rate=options.sample_rate, subtype=options.subtype,
             force_weights=options.force_weights, threads=options.threads,
-            model=_model(model_id, options.weights, options.device),
+            model=_model(model_id, options.weights, options.device), salvage=options.salvage,
         )
         result = JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
             bytes_out=r.bytes_out, duration_s=r.duration_s, bitrate_bps=r.bitrate_bps,
+            lost=None if r.lost is None else [asdict(lost) for lost in r.lost],
         )
         if r.clipped_samples:
             result.warning = f"{r.clipped_samples} samples clipped to full scale; use --subtype FLOAT to keep them"

@@ -47,6 +47,9 @@ def decode_command(
     force_weights: Annotated[
         bool, typer.Option("--force-weights", help="Decode even if the weights differ from those used to encode.")
     ] = False,
+    salvage: Annotated[
+        bool, typer.Option("--salvage", help="Write what is intact: silence where chunks are lost; report the losses.")
+    ] = False,
     weights: opt.Weights = None,
     device: opt.DeviceOpt = opt.Device.cpu,
     threads: opt.Threads = None,
@@ -60,6 +63,8 @@ def decode_command(
     """Decode .tpk containers to WAV, or FLAC by extension (default: each INPUT with suffix .wav)."""
     say = make_messages(quiet, verbose, debug)
     rate = parse_sample_rate(sample_rate)
+    if test and salvage:
+        raise usage_error("-t/--test writes nothing and --salvage writes what is intact: give one of them")
     planned = batch_run.plan(inputs, suffix=".wav", walk_suffixes=CONTAINER_SUFFIXES, recursive=recursive,
                              output=output, output_dir=output_dir, stdout=stdout, test=test)
     batch_run.check_stdout(say, planned, json_output=json_output, force=force, test=test)
@@ -69,7 +74,7 @@ def decode_command(
         return
     options = DecodeOptions(
         sample_rate=rate, subtype=subtype.value, weights=None if weights is None else str(weights),
-        force_weights=force_weights, device=device.value,
+        force_weights=force_weights, salvage=salvage, device=device.value,
         threads=default_threads(resolve_jobs(jobs, len(planned)), threads), force=force,
     )
     batch_run.run(say, planned, decode_job, options, kind="decode", n_jobs=jobs, json_output=json_output,

@@ -10,6 +10,7 @@ import typer
 
 from tokpack.batch import Job, JobResult, Terminated, probe_seconds
 from tokpack.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, Messages, human_bytes
+from tokpack.formats.salvage import LostRange
 
 EXIT_TERMINATED = 143
 
@@ -60,6 +61,8 @@ class BatchReport(AbstractContextManager):
         elif r.status == "skipped":
             self.say.info(f"tokpack: {r.output}: {r.error}")
         else:
+            for lost in r.lost or ():  # chunks of the input that decode --salvage could not use
+                self.say.warning(r.path, LostRange(**lost).describe())
             if r.warning:  # about the input when encoding (its header), the output when decoding
                 self.say.warning(r.path if self.kind == "encode" else r.output or "<stdout>", r.warning)
             line = self.summary_line(r)
