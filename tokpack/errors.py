@@ -71,6 +71,10 @@ class AudioError(TokpackError):
     """An audio file cannot be read, is invalid (NaN/inf), or cannot be written."""
 
 
+class OutputError(TokpackError):
+    """An output file cannot be written: no space left on the device, a file size limit, ..."""
+
+
 class ModelError(TokpackError):
     """A model is unknown, or its weights cannot be found, loaded or trusted."""
 
