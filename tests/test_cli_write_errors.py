@@ -52,3 +52,19 @@ def test_encode_to_a_full_disk(inputs, tmp_path):
     assert r.stderr == f"tokpack: {src}: {out}: cannot write: File too large\n"
     assert list(tmp_path.iterdir()) == []
 
+
+def test_decode_to_a_full_disk(inputs, tmp_path):
+    src, out = inputs / "a.tpk", tmp_path / "a.wav"
+    r = tokpack_on_a_full_disk("decode", str(src), "-o", str(out))
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == f"tokpack: {src}: {out}: cannot write: File too large\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_to_a_full_disk_fails_each_file(inputs, tmp_path):
+    r = tokpack_on_a_full_disk("decode", str(inputs / "a.tpk"), str(inputs / "b.tpk"), "--output-dir", str(tmp_path))
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr.splitlines() == [
+        f"tokpack: {inputs / name}.tpk: {tmp_path / name}.wav: cannot write: File too large" for name in "ab"
+    ] + ["tokpack: 0 ok, 0 skipped, 2 failed"]
+    assert list(tmp_path.iterdir()) == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import math
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch
 
 from tokpack.codec import audio
 from tokpack.codec.channels import from_streams, plan_channels, to_streams
-from tokpack.errors import AudioError, ModelError
+from tokpack.errors import AudioError, ModelError, OutputError
 from tokpack.formats import ChannelMode
 
 
@@ -202,6 +204,25 @@ def test_write_to_file_objects(signals):
     sink = Sink()
     audio.write_audio(sink, x, 8000, subtype="FLOAT")
     assert bytes(sink.data) == buf.getvalue()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_full_device_is_one_output_error(signals):
+    """libsndfile writes through Python callbacks: a write failing in one must come out as
+    an OutputError naming the output, not as 'Exception ignored' noise (an unraisable
+    exception, here a test error) and libsndfile's vague "System error"."""
+
+    class Full(io.BytesIO):  # a device with room for 1000 bytes
+        name = "full.wav"
+
+        def write(self, b):
+            if self.tell() + len(b) > 1000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(b)
+
+    with pytest.raises(OutputError) as caught:
+        audio.write_audio(Full(), signals.noise(8000), 8000)
+    assert str(caught.value) == "full.wav: cannot write: No space left on device"
 
 
 def test_write_empty_and_bad_extension(tmp_path):

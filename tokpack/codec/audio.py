@@ -7,6 +7,7 @@ file object that cannot (a pipe) is first read into memory; callers reading stdi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import math
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
-from tokpack._io import atomic_write
+from tokpack._io import atomic_write, cannot_write
 from tokpack.errors import AudioError
 
 if TYPE_CHECKING:
@@ -331,21 +332,32 @@ def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_ra
         # only libsndfile's own failures become AudioErrors: the blocks may come from a
         # generator whose errors (a corrupt container, say) must pass through unchanged
         nonlocal count
+        out = _CallbackFile(f, label)
+
+        def call(op, *args, **kwargs):  # op: a soundfile call
+            try:
+                result = op(*args, **kwargs)
+            except Exception as exc:
+                out.raise_failure()  # a failed write is why it failed (soundfile may assert)
+                if isinstance(exc, sf_errors):
+                    raise AudioError(f"cannot write audio: {_sf_reason(exc)}", path=label) from None
+                raise
+            out.raise_failure()
+            return result
+
+        snd = call(sf.SoundFile, out, "w", samplerate=int(sample_rate), channels=channels,
+                   subtype=subtype, format=fmt)
         try:
-            snd = sf.SoundFile(f, "w", samplerate=int(sample_rate), channels=channels,
-                               subtype=subtype, format=fmt)
-        except sf_errors as exc:
-            raise AudioError(f"cannot write audio: {_sf_reason(exc)}", path=label) from None
-        with snd:
             for block in blocks:
                 _check_block(block, channels)
                 block = clip(block)
-                try:
-                    snd.write(block)
-                except sf_errors as exc:
-                    raise AudioError(f"cannot write audio: {_sf_reason(exc)}",
-                                     path=label) from None
+                call(snd.write, block)
                 count += block.shape[0]
+        except BaseException:
+            with contextlib.suppress(*sf_errors):
+                snd.close()
+            raise
+        call(snd.close)
 
     if isinstance(dst, (str, os.PathLike)):
         with atomic_write(dst) as out:  # a real file: libsndfile seeks back to patch sizes
@@ -379,6 +391,42 @@ def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_ra
                 _write_all(dst, piece)
     return WriteResult(count, channels, int(sample_rate), fmt, subtype, clip.clipped,
                        int(n_bytes))
+
+
+class _CallbackFile:
+    """The file libsndfile writes through, by soundfile's C callbacks. An exception raised
+    in a callback is printed ("Exception ignored ...") and lost, libsndfile seeing only a
+    bad return value; this keeps the first one, fails every later call, and
+    :meth:`raise_failure` raises it once libsndfile has returned (an OSError as an
+    OutputError naming the output)."""
+
+    def __init__(self, f: BinaryIO, label: str) -> None:
+        self._f = f
+        self._label = label
+        self._failure: BaseException | None = None
+
+    def _call(self, op, *args, failed: int):
+        if self._failure is None:
+            try:
+                return op(*args)
+            except BaseException as exc:  # noqa: BLE001 - raise_failure raises it again
+                self._failure = exc
+        return failed
+
+    def write(self, data) -> int:
+        return self._call(self._f.write, data, failed=0)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._call(self._f.seek, offset, whence, failed=-1)
+
+    def tell(self) -> int:
+        return self._call(self._f.tell, failed=-1)
+
+    def raise_failure(self) -> None:
+        if isinstance(self._failure, OSError):
+            raise cannot_write(self._failure, self._label) from None
+        if self._failure is not None:
+            raise self._failure
 
 
 def _check_block(block: np.ndarray, channels: int) -> None:
