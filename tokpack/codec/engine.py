@@ -26,6 +26,7 @@ import numpy as np
 from tokpack._io import atomic_write
 from tokpack.codec import audio as audio_io
 from tokpack.codec.channels import from_streams, plan_channels, to_streams
+from tokpack.codec.memory import release_memory
 from tokpack.codec.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from tokpack.codec.threads import torch_threads
 from tokpack.errors import AudioError, FormatError, ModelError, WeightsMismatch
@@ -310,6 +311,7 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
                     declared = changed.frames
                     reader.rewind()
         source_frames = reader.frames_read
+    release_memory()
     duration = source_frames / info.sample_rate
     return EncodeResult(
         model=spec.name,
@@ -341,6 +343,7 @@ def _encode_into(dst: Src, reader: audio_io.AudioReader, header: Header,
             frames = 0
             for block in reader.blocks():
                 frames += write_blocks(w, pipe.feed(block))
+                release_memory()  # see _releasing
             frames += write_blocks(w, pipe.finish())
             if reader.frames_read != header.source_frames:
                 raise _LengthChanged(reader.frames_read)  # before END: nothing valid is left
@@ -557,6 +560,19 @@ def iter_pcm(reader: ChunkSource, loaded: LoadedModel, out_rate: int, *,
         yield np.zeros((want - done, channels), np.float32)
 
 
+def _releasing(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """``blocks``, giving the heap's free pages back to the system after each one.
+
+    Streaming allocates and frees pieces of a few MB in several threads; glibc's heaps
+    fragment and keep the freed memory, so the resident size creeps up with the length
+    (measured: +40 MB from 1 to 10 minutes of audio, 100 MB free in the heap after an
+    encode). ``malloc_trim`` between blocks (each ~10 s of audio) costs microseconds.
+    """
+    for block in blocks:
+        yield block
+        release_memory()
+
+
 def _source_frames(reader: ChunkSource) -> int | None:
     """The source's frame count: END's once read (a SalvageReader's at once: up to its last
     chunk when the file was cut short), else the header's (None if only END has it)."""
@@ -601,6 +617,7 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     if channels not in ("original", "model"):
         raise ValueError(f"channels must be 'original' or 'model', got {channels!r}")
     t0 = time.perf_counter()
+    release_memory()  # what an earlier call left free in the heap (see _releasing)
     label = _label(src)
     owned = isinstance(src, (str, os.PathLike))
     f = open(src, "rb") if owned else src
@@ -629,7 +646,7 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
             if known is not None:
                 frames = audio_io.resampled_length(known, header.source_sample_rate, out_rate)
             written = audio_io.write_audio_blocks(
-                dst, iter_pcm(reader, loaded, out_rate, restore=restore), out_rate,
+                dst, _releasing(iter_pcm(reader, loaded, out_rate, restore=restore)), out_rate,
                 _out_channels(header, restore), frames=frames, subtype=subtype,
                 format=format)
             source_frames = reader.trailer.source_frames

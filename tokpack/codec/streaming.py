@@ -434,9 +434,11 @@ class StreamedNet:
     flight is a few cache-sized pieces per layer whatever the input's length.
     """
 
-    def __init__(self, layers: list, target: int = TARGET_ELEMS, period: float = 1) -> None:
-        """``period``: signal samples per sample of the first layer's input (the hop
-        length for a decoder fed frames)."""
+    def __init__(self, layers: list, target: int | None = None, period: float = 1) -> None:
+        """``target``: elements of a layer's widest tensor per call (default
+        :data:`TARGET_ELEMS`); ``period``: signal samples per sample of the first
+        layer's input (the hop length for a decoder fed frames)."""
+        target = TARGET_ELEMS if target is None else target
         self.stages = []
         for layer in layers:
             self.stages.append(_Stage(layer, target, period))
