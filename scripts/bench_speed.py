@@ -1,0 +1,283 @@
+"""tokpack encode/decode against the encodec package's own compress/decompress.
+
+    python scripts/bench_speed.py                  # 60 s clips, 24 kHz and 48 kHz, 6 kbps
+    python scripts/bench_speed.py --repeats 5 --threads 1
+    python scripts/bench_speed.py --profile        # + torch profiler tables (30 s clips)
+
+Side by side in one process, same weights, same thread count:
+
+* tokpack: ``tokpack.encode`` of a WAV file (in memory) to a container, and
+  ``tokpack.decode`` of that container to a WAV file: reading, resampling, the model,
+  entropy coding (zstd, coder ``auto``) and writing included.
+* reference: ``encodec.compress(model, wav, use_lm=False)`` on the tensor already in
+  memory, and ``encodec.decompress(bytes)`` (its bit packing included).
+
+The weights are tokpack's full-size test models (EnCodec's own network with seeded
+weights: the speed of the official models, not their sound); the reference model is
+built by encodec and loaded with the same state dict. ``decompress`` builds its model by
+name (downloading official weights), so for the run its model table returns the one
+built here. Each pair is run once to warm up, then ``--repeats`` times alternately; the
+table shows medians. Another process using the CPUs skews everything: the script
+prints the load average, and ``--wait`` waits for the machine to be idle first.
+
+It also reports how equivalent the outputs are: the fraction of tokpack's codes equal to
+encodec's own ``model.encode`` codes, and the SNR between tokpack's decoded audio and
+``decompress``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = (REPO / ".." / "shared" / "corpus").resolve()
+
+
+def clip(seconds: float, rate: int, channels: int) -> np.ndarray:
+    """float32 [frames, channels]: corpus speech (mono) or music (stereo), tiled."""
+    import soundfile as sf
+    import torch
+
+    from tokpack.codec.audio import resample
+
+    name = "speech_alsa_voice_48k.wav" if channels == 1 else "music_gnome_startup3_44k_stereo.wav"
+    path = CORPUS / "real" / name
+    n = int(round(seconds * rate))
+    if path.is_file():
+        x, r = sf.read(path, dtype="float32", always_2d=True)
+        x = x[:, :channels] if x.shape[1] >= channels else np.repeat(x[:, :1], channels, axis=1)
+        x = resample(torch.from_numpy(np.ascontiguousarray(x.T)), r, rate).numpy()
+        reps = -(-n // x.shape[1])
+        return np.ascontiguousarray(np.tile(x, (1, reps))[:, :n].T)
+    t = np.arange(n) / rate
+    x = 0.3 * np.sin(2 * np.pi * (200 + 300 * np.sin(t)) * t) + 0.05 * np.sin(2 * np.pi * 3 * t)
+    return np.repeat(x[:, None], channels, axis=1).astype(np.float32)
+
+
+def encodec_compress_module():
+    """The module encodec.compress (the package's attribute of that name is the function)."""
+    import importlib
+
+    return importlib.import_module("encodec.compress")
+
+
+def reference_model(loaded):
+    """encodec's own EncodecModel (weight norm, as encodec builds it) with the same weights."""
+    import torch
+
+    from tokpack.codec.architecture import build_architecture
+    from tokpack.codec.registry import get_spec
+
+    spec = loaded.spec
+    official = "encodec_48khz" if spec.segmented else "encodec_24khz"
+    model = build_architecture(get_spec(official))
+    model.load_state_dict(torch.load(loaded.weights_path, map_location="cpu", weights_only=True))
+    model.name = official  # compress() accepts only the official names
+    return model.eval()
+
+
+def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    err = np.sum((ref.astype(np.float64) - test) ** 2)
+    return float("inf") if err == 0 else 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / err)
+
+
+def wait_idle(limit: float, timeout: float) -> None:
+    t0 = time.time()
+    while os.getloadavg()[0] > limit and time.time() - t0 < timeout:
+        time.sleep(10)
+
+
+def bench_model(name: str, args) -> dict:
+    import soundfile as sf
+    import torch
+    ecdc = encodec_compress_module()
+
+    from tokpack.codec.engine import decode, encode
+    from tokpack.codec.weights import load_model
+    from tokpack.formats import read_container
+
+    loaded = load_model(name)
+    ref = reference_model(loaded)
+    spec = loaded.spec
+    bw = args.bandwidth
+    ref.set_target_bandwidth(bw)
+    x = clip(args.seconds, spec.sample_rate, spec.channels)
+    wav_bytes = io.BytesIO()
+    sf.write(wav_bytes, x, spec.sample_rate, subtype="FLOAT", format="WAV")
+    wav_bytes = wav_bytes.getvalue()
+    xt = torch.from_numpy(np.ascontiguousarray(x.T))
+    official = ref.name
+    saved = ecdc.MODELS[official]
+    ecdc.MODELS[official] = lambda: ref  # decompress() builds its model by name
+
+    state = {}
+
+    def tp_encode():
+        out = io.BytesIO()
+        encode(io.BytesIO(wav_bytes), out, model=loaded, bandwidth=bw, threads=args.threads)
+        state["tpk"] = out.getvalue()
+
+    def tp_decode():
+        out = io.BytesIO()
+        decode(io.BytesIO(state["tpk"]), out, model=loaded, subtype="FLOAT",
+               threads=args.threads)
+        state["tp_audio"] = out.getvalue()
+
+    def ref_encode():
+        state["ecdc"] = ecdc.compress(ref, xt, use_lm=False)
+
+    def ref_decode():
+        state["ref_audio"] = ecdc.decompress(state["ecdc"])[0]
+
+    timings = {k: [] for k in ("tp_encode", "ref_encode", "tp_decode", "ref_decode")}
+    funcs = {"tp_encode": tp_encode, "ref_encode": ref_encode, "tp_decode": tp_decode,
+             "ref_decode": ref_decode}
+    old_threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the reference runs in the caller's setting
+    try:
+        for rep in range(args.repeats + 1):  # the first round warms up
+            for key, f in funcs.items():
+                if args.wait:
+                    wait_idle(args.idle_load, 600)
+                t0 = time.perf_counter()
+                f()
+                if rep:
+                    timings[key].append(time.perf_counter() - t0)
+        # agreement, outside the timings
+        with torch.no_grad():
+            frames = ref.encode(xt[None])
+        ref_codes = np.concatenate([c[0].numpy() for c, _ in frames], axis=1)
+        tokens = read_container(io.BytesIO(state["tpk"])).tokens[0]
+        same = float(np.mean(tokens == ref_codes)) if tokens.shape == ref_codes.shape else 0.0
+        y = sf.read(io.BytesIO(state["tp_audio"]), dtype="float32", always_2d=True)[0].T
+        r = state["ref_audio"].numpy()
+    finally:
+        ecdc.MODELS[official] = saved
+        torch.set_num_threads(old_threads)
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    return {
+        "name": name, "spec": spec, "median": med, "all": timings,
+        "codes_equal": same, "snr_db": snr_db(r, y) if r.shape == y.shape else float("nan"),
+        "tpk_bytes": len(state["tpk"]), "ecdc_bytes": len(state["ecdc"]),
+    }
+
+
+def profile(name: str, args) -> None:
+    """torch profiler tables: where the time of each pipeline goes (shorter clip)."""
+    import soundfile as sf
+    import torch
+    ecdc = encodec_compress_module()
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from tokpack.codec.engine import decode, encode
+    from tokpack.codec.weights import load_model
+
+    loaded = load_model(name)
+    ref = reference_model(loaded)
+    ref.set_target_bandwidth(args.bandwidth)
+    spec = loaded.spec
+    x = clip(args.profile_seconds, spec.sample_rate, spec.channels)
+    wav = io.BytesIO()
+    sf.write(wav, x, spec.sample_rate, subtype="FLOAT", format="WAV")
+    xt = torch.from_numpy(np.ascontiguousarray(x.T))
+    tpk = io.BytesIO()
+    encode(io.BytesIO(wav.getvalue()), tpk, model=loaded, bandwidth=args.bandwidth,
+           threads=args.threads)
+    data = ecdc.compress(ref, xt, use_lm=False)
+    saved = ecdc.MODELS[ref.name]
+    ecdc.MODELS[ref.name] = lambda: ref
+    runs = {
+        "tokpack encode": lambda: encode(io.BytesIO(wav.getvalue()), io.BytesIO(), model=loaded,
+                                         bandwidth=args.bandwidth, threads=args.threads),
+        "tokpack decode": lambda: decode(io.BytesIO(tpk.getvalue()), io.BytesIO(), model=loaded,
+                                         subtype="FLOAT", threads=args.threads),
+        "encodec compress": lambda: ecdc.compress(ref, xt, use_lm=False),
+        "encodec decompress": lambda: ecdc.decompress(data),
+    }
+    try:
+        for title, f in runs.items():
+            f()  # warm up
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                t0 = time.perf_counter()
+                f()
+                wall = time.perf_counter() - t0
+            print(f"\n### {name}: {title}, {args.profile_seconds:g} s of audio, "
+                  f"{wall:.2f} s wall\n")
+            print(op_table(prof, wall))
+    finally:
+        ecdc.MODELS[ref.name] = saved
+
+
+def op_table(prof, wall: float, rows: int = 10) -> str:
+    """Markdown: the ops with the most self time, and their share of the total."""
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    lines = ["| op | calls | self ms | share |", "|---|---:|---:|---:|"]
+    for e in events[:rows]:
+        lines.append(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1000:.0f} | "
+                     f"{100 * e.self_cpu_time_total / total:.1f} % |")
+    lines.append(f"| (all ops, self time) | | {total / 1000:.0f} | 100 % |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--bandwidth", type=float, default=6.0)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", nargs="+", default=["test_24khz", "test_48khz"])
+    ap.add_argument("--wait", action="store_true",
+                    help="before each timed run, wait (up to 10 min) for the load average "
+                         "to drop below --idle-load")
+    ap.add_argument("--idle-load", type=float, default=0.5)
+    ap.add_argument("--profile", action="store_true", help="also print op profiles")
+    ap.add_argument("--profile-seconds", type=float, default=30.0)
+    args = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    threads = args.threads or torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} threads, {os.cpu_count()} CPUs, "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    results = [bench_model(name, args) for name in args.models]
+    print(f"load average after: {os.getloadavg()[0]:.2f}\n")
+    print(f"{args.seconds:g} s clips at {args.bandwidth:g} kbps, median of {args.repeats} "
+          f"(real-time factor = audio seconds per second; ratio = reference time / tokpack time)\n")
+    print("| model | step | tokpack s | RTF | encodec s | RTF | ratio |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        m = r["median"]
+        for step, tp, ref in (("encode", "tp_encode", "ref_encode"),
+                              ("decode", "tp_decode", "ref_decode")):
+            print(f"| {r['name']} | {step} | {m[tp]:.2f} | {args.seconds / m[tp]:.1f} | "
+                  f"{m[ref]:.2f} | {args.seconds / m[ref]:.1f} | {m[ref] / m[tp]:.2f}x |")
+    print()
+    print("| model | codes equal to encodec's | decoded SNR vs decompress | .tpk bytes | .ecdc bytes |")
+    print("|---|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['name']} | {100 * r['codes_equal']:.3f} % | {r['snr_db']:.1f} dB | "
+              f"{r['tpk_bytes']} | {r['ecdc_bytes']} |")
+    print("\nall timings (s):")
+    for r in results:
+        for key, values in r["all"].items():
+            print(f"  {r['name']} {key}: " + ", ".join(f"{v:.2f}" for v in values))
+    if args.profile:
+        for name in args.models:
+            profile(name, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
