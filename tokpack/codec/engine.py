@@ -586,15 +586,6 @@ def _out_channels(header: Header, restore: bool) -> int:
                         header.source_channels, restore=restore).shape[1]
 
 
-def decode_model_rate(reader: ContainerReader, loaded: LoadedModel) -> tuple[np.ndarray, int]:
-    """All chunks of ``reader`` -> float32 [S, C, model_samples] and source_frames (in memory)."""
-    header = reader.header
-    pieces = list(iter_model_rate(reader, loaded))
-    shape = (header.n_streams, header.model_channels)
-    y = np.concatenate(pieces, axis=2) if pieces else np.zeros((*shape, 0), np.float32)
-    return y, reader.trailer.source_frames
-
-
 def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16",
            format: str | None = None, weights=None, force_weights: bool = False,
            device: str = "cpu", threads: int | None = None, channels: str = "original",

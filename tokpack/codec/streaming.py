@@ -31,7 +31,7 @@ from ``model.decoder``'s by float rounding (tests bound it).
 
 Speed. Pieces of a few seconds stay in the CPU caches, where the one-pass model on a
 long file is memory-bound (see docs/PERFORMANCE.md); weight normalisation is folded
-into plain weights once (:func:`fold_weight_norm`); the one-pass reflect padding of
+into plain weights once at load (architecture.fold_weight_norm_state); the one-pass reflect padding of
 every layer becomes a copy of a few context samples.
 """
 
@@ -57,26 +57,6 @@ SEGMENT_BATCH = 4
 
 
 # --------------------------------------------------------------------------- weights
-
-
-def fold_weight_norm(model: torch.nn.Module) -> int:
-    """Replace weight normalisation by the plain weight it computes; returns how many.
-
-    ``torch.nn.utils.remove_weight_norm`` stores ``g * v / ||v||`` computed by the same
-    function the forward hook calls on every forward, so the weights, and every output,
-    are bit-identical; they are just no longer recomputed on every call.
-    """
-    import torch
-
-    from torch.nn.utils.weight_norm import WeightNorm
-
-    folded = 0
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, WeightNorm):
-                torch.nn.utils.remove_weight_norm(module, hook.name)
-                folded += 1
-    return folded
 
 
 def _weight(conv: torch.nn.Module) -> torch.Tensor:
