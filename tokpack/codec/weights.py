@@ -16,12 +16,13 @@ weights_only=True)``, checked key by key against the architecture, and hashed wi
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
 import struct
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,6 +106,19 @@ def check_hash_in_name(path: Path) -> None:
         )
 
 
+def explicit_file(what: str, sources) -> Path | None:
+    """The first file named by ``sources`` ((option or variable, value) pairs; empty or
+    None values skipped), or None; WeightsNotFound if it does not exist."""
+    for source, value in sources:
+        if value is None or value == "":
+            continue
+        path = Path(os.path.expanduser(os.fspath(value)))
+        if not path.is_file():
+            raise WeightsNotFound(f"{what} does not exist (given by {source})", path=str(path))
+        return path
+    return None
+
+
 def resolve_weights(spec: ModelSpec, weights: str | os.PathLike | None = None) -> Path:
     """Path of the state dict file for ``spec``; may download or build it (see module doc).
 
@@ -112,46 +126,48 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike | None = None) -
     official checkpoint is neither cached nor downloadable, and ModelError when a
     downloaded file fails its hash check.
     """
-    for source, value in (("--weights", weights), (WEIGHTS_ENV, os.getenv(WEIGHTS_ENV))):
-        if value is None or value == "":
-            continue
-        path = Path(os.path.expanduser(os.fspath(value)))
-        if not path.is_file():
-            raise WeightsNotFound(
-                f"weights file for {spec.name} does not exist (given by {source})",
-                path=str(path),
-            )
-        return path
+    given = explicit_file(f"weights file for {spec.name}",
+                          (("--weights", weights), (WEIGHTS_ENV, os.getenv(WEIGHTS_ENV))))
+    if given is not None:
+        return given
     if spec.is_test:
-        return _cached_test_model(spec)
+        from tokpack.codec.testmodels import build_test_state_dict
+
+        return cached_build(spec.name, lambda: build_test_state_dict(spec))
     cached = official_cache_path(spec)
     if cached.is_file():
         return cached
-    _download(spec, cached)
+    download_checkpoint(spec.url, cached, what=f"weights for model {spec.name}",
+                        option="--weights", env=WEIGHTS_ENV)
     return cached
 
 
-def _download(spec: ModelSpec, dst: Path) -> None:
+def download_checkpoint(url: str, dst: Path, *, what: str, option: str, env: str) -> None:
+    """Download ``url`` to ``dst`` with torch hub, checking the hash its name promises.
+
+    WeightsNotFound (one line: what, the file, the URL, why, and how to provide it:
+    ``option`` PATH or ``env``) when it cannot be fetched; ModelError when the hash fails.
+    """
     import urllib.error
 
     import torch.hub
 
-    m = _HASH_IN_NAME.search(spec.checkpoint or "")
+    m = _HASH_IN_NAME.search(dst.name)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(
-            spec.url, str(dst), hash_prefix=m.group(1) if m else None, progress=False
+            url, str(dst), hash_prefix=m.group(1) if m else None, progress=False
         )
     except RuntimeError as exc:  # torch hub's hash check
-        raise ModelError(f"download of {spec.url} failed its check: {exc}", path=str(dst))
+        raise ModelError(f"download of {url} failed its check: {exc}", path=str(dst))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         if isinstance(reason, OSError) and reason.strerror:
             reason = reason.strerror  # "Name or service not known", without "[Errno -2]"
         raise WeightsNotFound(
-            f"weights for model {spec.name} not found: {spec.checkpoint} is not cached and "
-            f"could not be downloaded from {spec.url} ({_one_line(reason)}); put the file "
-            f"at {dst}, or pass --weights PATH, or set {WEIGHTS_ENV}=PATH"
+            f"{what} not found: {dst.name} is not cached and could not be downloaded from "
+            f"{url} ({_one_line(reason)}); put the file at {dst}, or pass {option} PATH, "
+            f"or set {env}=PATH"
         ) from None
 
 
@@ -159,10 +175,11 @@ def _one_line(obj: object) -> str:
     return " ".join(str(obj).split()) or type(obj).__name__
 
 
-def _cached_test_model(spec: ModelSpec) -> Path:
-    """The built test model file, building and saving it on first use."""
+def cached_build(stem: str, build: Callable[[], Mapping[str, torch.Tensor]]) -> Path:
+    """``<test model dir>/<stem>-<sha256 prefix>.th``: a state dict built offline
+    (a test model's, a test LM's), built by ``build()`` and saved on first use."""
     folder = test_model_dir()
-    found = sorted(folder.glob(f"{spec.name}-*.th")) if folder.is_dir() else []
+    found = sorted(folder.glob(f"{glob.escape(stem)}-*.th")) if folder.is_dir() else []
     for path in found:
         if _HASH_IN_NAME.search(path.name):
             return path
@@ -170,12 +187,10 @@ def _cached_test_model(spec: ModelSpec) -> Path:
 
     import torch
 
-    from tokpack.codec.testmodels import build_test_state_dict
-
     buf = io.BytesIO()
-    torch.save(build_test_state_dict(spec), buf)
+    torch.save(build(), buf)
     data = buf.getvalue()
-    path = folder / f"{spec.name}-{hashlib.sha256(data).hexdigest()[:8]}.th"
+    path = folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:8]}.th"
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         f.write(data)
@@ -200,10 +215,10 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def check_fits(expected: Mapping[str, tuple], state: Mapping[str, Any], spec: ModelSpec,
+def check_fits(expected: Mapping[str, tuple], state: Mapping[str, Any], architecture: str,
                path: Path | None = None) -> None:
     """ModelError if ``state`` does not fit the layout ``expected`` (key -> shape) key for
-    key and shape for shape."""
+    key and shape for shape; ``architecture`` names it (``the encodec_24khz architecture``)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state)
@@ -217,7 +232,7 @@ def check_fits(expected: Mapping[str, tuple], state: Mapping[str, Any], spec: Mo
             shown = ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
             parts.append(f"{len(keys)} {label} key(s): {shown}")
     raise ModelError(
-        f"weights do not fit the {spec.name} architecture: " + "; ".join(parts),
+        f"weights do not fit {architecture}: " + "; ".join(parts),
         path=str(path) if path else None,
     )
 
@@ -312,7 +327,7 @@ def load_model(name: str, *, weights: str | os.PathLike | None = None,
     with torch.device("meta"):  # shapes only: no storage, no initialisation
         model = build_architecture(spec, plain_weights=True)
     state = load_state_dict(path)
-    check_fits(weight_norm_layout(model, spec), state, spec, path)
+    check_fits(weight_norm_layout(model, spec), state, f"the {spec.name} architecture", path)
     digest = weights_sha256(state)  # of the file's tensors, as stored
     state = fold_weight_norm_state(state)
     # assign=True keeps the file's dtypes, where a copy into the parameters would cast
