@@ -15,6 +15,7 @@ import pathlib
 import numpy as np
 
 from tokpack.formats import ChannelMode, ContainerWriter, Header, Resampler, dumps
+from tokpack.formats.prior import CodebookPrior, Prior, table
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
 SEED = 20261122
@@ -51,7 +52,7 @@ def golden_vectors() -> dict[str, bytes]:
     vectors["tiny_24khz.tpk"] = dumps(tiny, rng.integers(0, 1024, (2, 5)), coder="pack")
 
     vectors["empty.tpk"] = dumps(
-        _header(source_frames=0, model_samples=0), np.zeros((2, 0), np.int64)
+        _header(source_frames=0, model_samples=0), np.zeros((2, 0), np.int64), coder="pack"
     )
 
     # 48 kHz-like stereo model, scaled down: segments of 1600 samples (5 frames) every 1200.
@@ -76,6 +77,7 @@ def golden_vectors() -> dict[str, bytes]:
         rng.integers(0, 1024, (4, 10)),
         segment_frames=[5, 4, 1],
         scales=rng.lognormal(-2.0, 0.5, 3).astype(np.float32),
+        coder="pack",
     )
 
     # 3 source channels, each its own stream through a mono model, written as if to a pipe:
@@ -107,7 +109,27 @@ def golden_vectors() -> dict[str, bytes]:
         model_samples=6000,
     )
     vectors["planes_cb1000.tpk"] = dumps(planes, _zipf(rng, (8, 19), 1000, 1.2), coder="planes")
+
+    # CTX: 16-code codebooks whose codes wander to nearby codes (a random walk), 40 frames
+    # in chunks of 32 + 8 (blocks of 16, 16 and 8). First with the built-in uniform prior,
+    # then with golden.tpp, whose codebook 0 lists each code's 3 nearest codes.
+    walk = np.cumsum(rng.integers(-1, 2, (2, 40)), axis=1) % 16
+    small = _header(codebook_size=16, frames_per_chunk=32, source_frames=12_800,
+                    model_samples=12_800)
+    vectors["ctx_uniform.tpk"] = dumps(small, walk, coder="ctx")
+    vectors["ctx_prior.tpk"] = dumps(small, walk, coder="ctx", prior=golden_prior())
     return vectors
+
+
+def golden_prior() -> Prior:
+    """tests/data/golden.tpp: 2 codebooks of 16 codes; codebook 0 with a neighbour model."""
+    codes = np.arange(16)
+    nearest = (codes[:, np.newaxis] + np.array([0, 1, -1])) % 16
+    first = CodebookPrior(strength=8, order0=table(codes + 1), mix=128, rank_strength=4,
+                          ranks=table(np.array([5, 3, 2])), neighbours=nearest)
+    second = CodebookPrior(strength=64, order0=table(np.ones(16, np.int64)))
+    return Prior(model_id="test_24khz", weights_sha256=WEIGHTS, codebook_size=16,
+                 codebooks=(first, second))
 
 
 def main() -> None:
@@ -115,6 +137,9 @@ def main() -> None:
     for name, data in golden_vectors().items():
         (DATA / name).write_bytes(data)
         print(f"{name}: {len(data)} bytes")
+    prior = golden_prior().file_bytes
+    (DATA / "golden.tpp").write_bytes(prior)
+    print(f"golden.tpp: {len(prior)} bytes")
 
 
 if __name__ == "__main__":

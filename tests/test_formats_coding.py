@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from tokpack.errors import FieldOutOfRange
 from tokpack.formats import Coder, ContainerReader, Header, dumps, spec
 from tokpack.formats.coding import decode, encode, pack, packed_size, planes, planes_size, unpack
+from tokpack.formats.prior import uniform_prior
 
 COMPRESSOR = zstandard.ZstdCompressor(level=spec.ZSTD_LEVEL, write_content_size=True)
 
@@ -59,11 +60,15 @@ def test_pack_round_trip(bits, seed, n):
     coder=st.sampled_from(list(Coder)),
 )
 def test_coder_round_trip(bits, seed, n, coder):
-    values = np.random.default_rng(seed).integers(0, 2**bits, n).astype(np.uint16)
-    name = {Coder.PACK: "pack", Coder.PACK_ZSTD: "zstd", Coder.PLANES_ZSTD: "planes"}[coder]
-    used, data = encode(values, bits, name, COMPRESSOR)
+    values = np.random.default_rng(seed).integers(0, 2**bits, (1, 1, n)).astype(np.uint16)
+    name = {Coder.PACK: "pack", Coder.PACK_ZSTD: "zstd", Coder.PLANES_ZSTD: "planes",
+            Coder.CTX: "ctx"}[coder]
+    prior = uniform_prior(2**bits, 1) if coder == Coder.CTX else None
+    used, data = encode(values, bits, name, COMPRESSOR, prior=prior, codebook_size=2**bits)
     assert used == coder
-    assert np.array_equal(decode(coder, data, n, bits, offset=0, context="test"), values)
+    decoded = decode(coder, data, values.shape, bits, offset=0, context="test", prior=prior,
+                     codebook_size=2**bits)
+    assert np.array_equal(decoded, values.ravel())
 
 
 @settings(deadline=None)
@@ -75,6 +80,7 @@ def test_coder_round_trip(bits, seed, n, coder):
 )
 def test_auto_is_never_larger_than_pack(bits, seed, n, spread):
     values = np.random.default_rng(seed).integers(0, 2 ** min(bits, spread), n).astype(np.uint16)
+    values = values[np.newaxis, np.newaxis]
     coder, data = encode(values, bits, "auto", COMPRESSOR)
     assert len(data) <= packed_size(n, bits)
     candidates = [
@@ -85,7 +91,7 @@ def test_auto_is_never_larger_than_pack(bits, seed, n, spread):
 
 def _invalid(coder, data, n=3, bits=10):
     with pytest.raises(FieldOutOfRange) as info:
-        decode(coder, data, n, bits, offset=500, context="TOKENS chunk 0")
+        decode(coder, data, (1, 1, n), bits, offset=500, context="TOKENS chunk 0")
     assert (info.value.offset, info.value.field) == (500, "tokens")
     return str(info.value)
 
@@ -134,13 +140,13 @@ def distributions(rng, n_codebooks, frames):
 
 @pytest.mark.parametrize("name", ["uniform", "zipf", "constant", "period_5", "alternating"])
 def test_container_is_never_larger_than_packing(name):
-    """bytes <= packed + header + 16 B per chunk (END counted as a chunk), 10-bit codes."""
+    """bytes <= packed + header (1.1: 168 B) + 16 B per chunk (END counted as one), 10-bit codes."""
     n_codebooks, frames, per_chunk = 8, 7500, 750
     tokens = distributions(np.random.default_rng(7), n_codebooks, frames)[name]
     data = dumps(header_10bit(n_codebooks, per_chunk), tokens)
     n_chunks = frames // per_chunk
     packed = n_chunks * packed_size(n_codebooks * per_chunk, 10)
-    assert len(data) <= packed + spec.HEADER_SIZE + 16 * (n_chunks + 1)
+    assert len(data) <= packed + spec.HEADER_SIZE_1_1 + 16 * (n_chunks + 1)
     with ContainerReader(io.BytesIO(data)) as reader:
         assert all(
             chunk.coded_size <= packed_size(n_codebooks * chunk.n_frames, 10) for chunk in reader
@@ -157,5 +163,5 @@ def test_odd_chunks_stay_within_framing_overhead(frames):
     data = dumps(header_10bit(8, 750), tokens)
     chunk_frames = [750] * (frames // 750) + [frames % 750]
     packed = sum(packed_size(8 * n, 10) for n in chunk_frames)
-    fixed = spec.HEADER_SIZE + spec.END_CHUNK_SIZE
+    fixed = spec.HEADER_SIZE_1_1 + spec.END_CHUNK_SIZE
     assert len(data) <= packed + fixed + spec.CHUNK_FRAMING_SIZE * len(chunk_frames)

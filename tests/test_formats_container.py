@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import os
@@ -26,10 +27,12 @@ from tokpack.formats import (
     read_header,
     read_tokens,
 )
-from tokpack.formats.spec import CHUNK_FRAMING_SIZE, END_CHUNK_SIZE, HEADER_SIZE
+from tokpack.formats.prior import uniform_prior
+from tokpack.formats.spec import CHUNK_FRAMING_SIZE, END_CHUNK_SIZE
 
-CODERS = ["auto", "pack", "zstd", "planes"]
-FORCED = {"pack": Coder.PACK, "zstd": Coder.PACK_ZSTD, "planes": Coder.PLANES_ZSTD}
+CODERS = ["auto", "pack", "zstd", "planes", "ctx"]
+FORCED = {"pack": Coder.PACK, "zstd": Coder.PACK_ZSTD, "planes": Coder.PLANES_ZSTD,
+          "ctx": Coder.CTX}
 
 
 def make_header(n_streams: int = 1, **fields) -> Header:
@@ -81,10 +84,18 @@ def random_tokens(rng: np.random.Generator, shape, codebook_size: int, kind: str
     return rng.integers(0, min(4, codebook_size), shape)  # few distinct values: zstd wins
 
 
+def written(header: Header, coder: str = "auto") -> Header:
+    """The header a writer writes: coders that may use CTX make it 1.1, naming the prior."""
+    if coder not in ("auto", "ctx"):
+        return header
+    return dataclasses.replace(header, version_minor=1, prior_sha256=bytes(32))
+
+
 def check_round_trip(header: Header, tokens: np.ndarray, coder: str, **segments) -> None:
     data = dumps(header, tokens, coder=coder, **segments)
     container = loads(data)
-    assert container.header == header
+    assert container.header == written(header, coder)
+    header_size = written(header, coder).header_size
     assert container.tokens.dtype == np.uint16
     assert np.array_equal(container.tokens, tokens.reshape(container.tokens.shape))
     total = container.tokens.shape[2]
@@ -96,12 +107,13 @@ def check_round_trip(header: Header, tokens: np.ndarray, coder: str, **segments)
     assert [c.first_frame for c in chunks] == list(
         np.cumsum([0] + [c.n_frames for c in chunks])[:-1]
     )
-    assert sum(c.size for c in chunks) + HEADER_SIZE + END_CHUNK_SIZE == len(data)
+    assert sum(c.size for c in chunks) + header_size + END_CHUNK_SIZE == len(data)
     assert [c.offset for c in chunks] == list(
-        HEADER_SIZE + np.cumsum([0] + [c.size for c in chunks])[:-1]
+        header_size + np.cumsum([0] + [c.size for c in chunks])[:-1]
     )
     if coder != "auto":
-        assert {c.coder for c in chunks} <= {FORCED[coder]}
+        # a forced CTX chunk that would pass zstd's bound is packed instead
+        assert {c.coder for c in chunks} <= {FORCED[coder]} | ({Coder.PACK} if coder == "ctx" else set())
     if not header.segmented:
         assert all(c.n_frames == header.frames_per_chunk for c in chunks[:-1])
         assert len(chunks) == math.ceil(total / header.frames_per_chunk)
@@ -228,7 +240,7 @@ def test_path_round_trip(tmp_path):
         writer.write(tokens)
     assert np.array_equal(read_tokens(path), tokens)
     assert np.array_equal(read_tokens(str(path)), tokens)
-    assert read_header(path) == header
+    assert read_header(path) == written(header)
     assert path.read_bytes() == dumps(header, tokens)
 
 
@@ -264,7 +276,7 @@ def _pipe_round_trip(header: Header, tokens: np.ndarray, buffering: int) -> None
     thread = threading.Thread(target=produce)
     thread.start()
     with os.fdopen(read_fd, "rb", buffering=buffering) as pipe, ContainerReader(pipe) as reader:
-        assert reader.header == header
+        assert reader.header == written(header)
         got = np.concatenate([chunk.tokens for chunk in reader], axis=2)
         assert reader.trailer.total_frames == tokens.shape[-1]
     thread.join()
@@ -339,7 +351,12 @@ def test_writer_api_misuse():
     with pytest.raises(ValueError, match="coder"):
         ContainerWriter(io.BytesIO(), make_header(), coder="brotli")
     with pytest.raises(ValueError, match="minor"):
-        ContainerWriter(io.BytesIO(), make_header(version_minor=1))
+        ContainerWriter(io.BytesIO(), make_header(version_minor=2))
+    with pytest.raises(ValueError, match="another prior"):
+        ContainerWriter(io.BytesIO(), make_header(version_minor=1, prior_sha256=b"x" * 32))
+    with pytest.raises(ValueError, match="does not use a prior"):
+        ContainerWriter(io.BytesIO(), make_header(), coder="pack",
+                        prior=uniform_prior(1024, 4))
     with pytest.raises(ValueError, match="write_segment"):
         ContainerWriter(io.BytesIO(), segmented_header(4, 20, 18, 2)).write(
             np.zeros((2, 1), np.int64)

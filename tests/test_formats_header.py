@@ -222,15 +222,32 @@ def test_unknown_major_version():
 
 
 def test_higher_minor_with_longer_header_is_read():
-    data = bytearray(make_header().to_bytes()[:132])
+    prior = bytes(range(32))
+    data = bytearray(make_header(version_minor=1, prior_sha256=prior).to_bytes()[:164])
     data[9] = 3  # version 1.3
-    data[10:12] = struct.pack("<H", 140)
+    data[10:12] = struct.pack("<H", 172)
     data += b"\x01\x02\x03\x04"  # a field of version 1.3, skipped
     data += struct.pack("<I", zlib.crc32(data))
     header = Header.from_bytes(bytes(data))
     assert header.version_minor == 3
-    assert header == make_header(version_minor=3)
-    assert check_prefix(bytes(data)) == 140
+    assert header == make_header(version_minor=3, prior_sha256=prior)
+    assert check_prefix(bytes(data)) == 172
+
+
+def test_version_1_1_header_names_the_prior():
+    prior = bytes(range(32))
+    data = make_header(version_minor=1, prior_sha256=prior).to_bytes()
+    assert len(data) == spec.HEADER_SIZE_1_1 and data[132:164] == prior
+    assert Header.from_bytes(data).prior_sha256 == prior
+    assert make_header(version_minor=1).prior_sha256 == spec.UNIFORM_PRIOR_SHA256
+    with pytest.raises(FieldOutOfRange, match="needs version 1.1"):
+        make_header(prior_sha256=prior)
+    short = bytearray(make_header().to_bytes())
+    short[9] = 1  # a 1.1 header must have room for prior_sha256
+    short[-4:] = struct.pack("<I", zlib.crc32(short[:-4]))
+    with pytest.raises(FieldOutOfRange) as info:
+        Header.from_bytes(bytes(short))
+    assert info.value.field == "header_size" and "at least 168" in str(info.value)
 
 
 @pytest.mark.parametrize("size", [0, 135, 4097, 0xFFFF])
@@ -287,7 +304,7 @@ def test_format_md_matches_spec_module():
         r"^\| (\d+) \| (\d+) \| \w+ \| `(\w+)` \|", text.split("## Header")[1].split("###")[0], re.M
     )
     documented = {name: (int(offset), int(size)) for offset, size, name in rows}
-    for name, offset, code in spec.HEADER_FIELDS:
+    for name, offset, code in spec.HEADER_FIELDS + spec.HEADER_FIELDS_1_1:
         if not name.startswith("reserved"):
             assert documented.pop(name) == (offset, struct.calcsize("<" + code)), name
-    assert documented == {"header_crc32": (132, 4)}
+    assert documented == {"header_crc32": (spec.HEADER_SIZE_1_1 - 4, 4)}

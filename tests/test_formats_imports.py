@@ -1,4 +1,4 @@
-"""tokpack.formats stays light: standard library, numpy, zstandard and tokpack.errors only."""
+"""tokpack.formats stays light: standard library, numpy, zstandard, constriction and tokpack.errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-ALLOWED = {"numpy", "zstandard", "tokpack"}
+ALLOWED = {"numpy", "zstandard", "constriction", "tokpack"}
 ALLOWED_TOKPACK = ("tokpack.errors", "tokpack.formats")
 
 

@@ -136,9 +136,15 @@ def test_only_the_last_chunk_may_be_short():
 
 
 def test_unknown_coder():
-    chunk = frame_chunk(spec.ChunkType.TOKENS, 3, 1, b"\0\0\0")
+    chunk = frame_chunk(spec.ChunkType.TOKENS, 4, 1, b"\0\0\0")
     error = rejected(HEADER.to_bytes() + chunk, UnsupportedFeature, "param")
-    assert error.offset == FIRST + 1 and "coder 3" in str(error)
+    assert error.offset == FIRST + 1 and "coder 4" in str(error)
+
+
+def test_ctx_needs_a_version_1_1_header():
+    chunk = frame_chunk(spec.ChunkType.TOKENS, Coder.CTX, 1, b"\0\0\0\0")
+    error = rejected(HEADER.to_bytes() + chunk, FieldOutOfRange, "param")
+    assert error.offset == FIRST + 1 and "version 1.1" in str(error)
 
 
 def test_payload_length_is_bounded_before_reading():
@@ -154,7 +160,7 @@ def test_payload_length_is_bounded_by_the_chunks_own_frames():
 
 
 def test_truncated_inside_a_payload():
-    data = dumps(HEADER, np.zeros((2, 6), np.int64))
+    data = dumps(HEADER, np.zeros((2, 6), np.int64), coder="zstd")
     error = rejected(data[: FIRST + 10], Truncated, "payload")
     assert error.offset == FIRST + 8 and "TOKENS chunk 0" in str(error)
 
@@ -170,7 +176,7 @@ def test_truncated_inside_a_payload():
     ],
 )
 def test_end_totals_must_match(changes, field):
-    data = dumps(HEADER, np.zeros((2, 6), np.int64))
+    data = dumps(HEADER, np.zeros((2, 6), np.int64), coder="zstd")
     error = rejected(with_end(data, **changes), FieldOutOfRange, field)
     end = len(data) - spec.END_CHUNK_SIZE
     assert error.offset == end + spec.CHUNK_HEAD_SIZE + spec.END_OFFSET[field]
@@ -178,20 +184,20 @@ def test_end_totals_must_match(changes, field):
 
 def test_end_values_are_always_known_even_when_the_header_does_not_know():
     header = dataclasses.replace(HEADER, source_frames=None, model_samples=None)
-    buffer = dumps(HEADER, np.zeros((2, 1), np.int64))
+    buffer = dumps(HEADER, np.zeros((2, 1), np.int64), coder="zstd")
     data = header.to_bytes() + buffer[FIRST:]
     assert loads(data).trailer.source_frames == 1000
     rejected(with_end(data, source_frames=UNKNOWN), FieldOutOfRange, "source_frames")
 
 
 def test_token_digest():
-    data = dumps(HEADER, np.zeros((2, 6), np.int64))
+    data = dumps(HEADER, np.zeros((2, 6), np.int64), coder="zstd")
     error = rejected(with_end(data, token_digest=bytes(16)), ChecksumMismatch, "token_digest")
     assert "does not match" in str(error)
 
 
 def test_end_framing_rules():
-    data = dumps(HEADER, np.zeros((2, 0), np.int64))
+    data = dumps(HEADER, np.zeros((2, 0), np.int64), coder="zstd")
     body = data[: -spec.END_CHUNK_SIZE]
     payload = data[-48:-4]
     rejected(body + frame_chunk(spec.ChunkType.END, 1, 0, payload), FieldOutOfRange, "param")
@@ -241,6 +247,8 @@ def test_segment_table_longer_than_payload(payload):
 
 def test_segmented_chunks_may_be_short_in_frames_but_not_in_segments():
     """The second-to-last segment may be short, so a full chunk can have < frames_per_chunk."""
-    data = dumps(SEGMENTED, np.zeros((1, 8), np.int64), segment_frames=[5, 2, 1], scales=[1, 1, 1])
+    data = dumps(
+        SEGMENTED, np.zeros((1, 8), np.int64), segment_frames=[5, 2, 1], scales=[1, 1, 1], coder="zstd"
+    )
     with ContainerReader(io.BytesIO(data)) as reader:
         assert [chunk.segment_frames.tolist() for chunk in reader] == [[5, 2], [1]]

@@ -67,6 +67,10 @@ class FieldOutOfRange(FormatError):
     """A field holds a value outside its allowed range (reserved bits included)."""
 
 
+class PriorNotFound(TokpackError):
+    """A container was coded with a CTX prior (named by its SHA-256) that is not available."""
+
+
 class AudioError(TokpackError):
     """An audio file cannot be read, is invalid (NaN/inf), or cannot be written."""
 

@@ -1,6 +1,8 @@
-"""Token coders of TOKENS chunks: bit packing, zstd over it, zstd over byte planes.
+"""Token coders of TOKENS chunks: bit packing, zstd over it, zstd over byte planes, and
+the context-modelling CTX coder (:mod:`tokpack.formats.ctx`).
 
-Tokens arrive here as a flat uint16 array in canonical order; the chunk layer owns shapes.
+Tokens arrive here as a uint16 array [n_streams, n_codebooks, n_frames]; the byte coders see
+it flat, in canonical order.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ import numpy as np
 import zstandard
 
 from tokpack.errors import FieldOutOfRange
-from tokpack.formats import spec
+from tokpack.formats import ctx, spec
+from tokpack.formats.prior import Prior
 
 CODER_NAMES = {
     "pack": spec.Coder.PACK,
     "zstd": spec.Coder.PACK_ZSTD,
     "planes": spec.Coder.PLANES_ZSTD,
+    "ctx": spec.Coder.CTX,
 }
 CODER_CHOICES = ("auto", *CODER_NAMES)
 
@@ -66,16 +70,30 @@ def unplanes(data: bytes, n: int, bits: int) -> np.ndarray | None:
 
 
 def encode(
-    values: np.ndarray, bits: int, coder: str, compressor: zstandard.ZstdCompressor
+    tokens: np.ndarray,
+    bits: int,
+    coder: str,
+    compressor: zstandard.ZstdCompressor,
+    *,
+    prior: Prior | None = None,
+    codebook_size: int = 0,
 ) -> tuple[spec.Coder, bytes]:
-    """Code a flat uint16 token array; ``coder`` "auto" keeps the smallest (ties: lowest id)."""
+    """Code tokens [n_streams, n_codebooks, n_frames]; ``coder`` "auto" keeps the smallest
+    (ties: lowest id), and considers CTX only when a ``prior`` is given."""
+    values = np.ascontiguousarray(tokens).ravel()
     packed = pack(values, bits)
     coders = {
         spec.Coder.PACK: lambda: packed,
         spec.Coder.PACK_ZSTD: lambda: compressor.compress(packed),
         spec.Coder.PLANES_ZSTD: lambda: compressor.compress(planes(values, bits)),
+        spec.Coder.CTX: lambda: ctx.encode(tokens, prior, codebook_size),
     }
-    candidates = list(spec.Coder) if coder == "auto" else [CODER_NAMES[coder]]
+    if coder == "auto":
+        candidates = [c for c in spec.Coder if c != spec.Coder.CTX or prior is not None]
+    else:
+        candidates = [CODER_NAMES[coder]]
+        if candidates[0] == spec.Coder.CTX and prior is None:
+            raise ValueError("the CTX coder needs a prior (the uniform one at least)")
     best, best_payload = candidates[0], coders[candidates[0]]()
     for candidate in candidates[1:]:
         payload = coders[candidate]()
@@ -85,13 +103,31 @@ def encode(
 
 
 def decode(
-    coder: spec.Coder, data: bytes, n: int, bits: int, *, offset: int, context: str
+    coder: spec.Coder,
+    data: bytes,
+    shape: tuple[int, int, int],
+    bits: int,
+    *,
+    offset: int,
+    context: str,
+    prior: Prior | None = None,
+    codebook_size: int = 0,
 ) -> np.ndarray:
-    """Decode ``n`` tokens coded with a known ``coder``; errors name ``offset`` (of ``data``)."""
+    """Decode tokens [n_streams, n_codebooks, n_frames] coded with a known ``coder`` (CTX
+    needs the ``prior``); errors name ``offset`` (of ``data``)."""
 
     def invalid(message: str) -> FieldOutOfRange:
         return FieldOutOfRange(f"{context}: {message}", offset=offset, field="tokens")
 
+    if coder == spec.Coder.CTX:
+        try:
+            tokens = ctx.decode(data, shape, prior, codebook_size)
+        except (ValueError, OverflowError) as error:  # constriction rejects the stream
+            raise invalid(f"CTX data does not decode: {error}") from None
+        if tokens is None:
+            raise invalid("CTX data must be whole 32-bit words, all of them used")
+        return tokens.ravel()
+    n = int(np.prod(shape))
     if coder == spec.Coder.PACK:
         expected = packed_size(n, bits)
         content = data

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import numpy as np
 
 from tokpack.formats.chunk import Trailer
 from tokpack.formats.header import Header
+from tokpack.formats.prior import Prior, PriorSource
 from tokpack.formats.reader import ContainerReader
 from tokpack.formats.writer import ContainerWriter
 
@@ -29,7 +31,13 @@ class Container:
 
 
 def dumps(
-    header: Header, tokens, *, scales=None, segment_frames=None, coder: str = "auto"
+    header: Header,
+    tokens,
+    *,
+    scales=None,
+    segment_frames=None,
+    coder: str = "auto",
+    prior: Prior | None = None,
 ) -> bytes:
     """The container bytes of ``tokens`` ([S, K, T], or [K, T] for one stream).
 
@@ -44,7 +52,7 @@ def dumps(
             f"a {'' if header.segmented else 'un'}segmented header {need} segment_frames and scales"
         )
     buffer = io.BytesIO()
-    with ContainerWriter(buffer, header, coder=coder) as writer:
+    with ContainerWriter(buffer, header, coder=coder, prior=prior) as writer:
         if header.segmented:
             frames = [int(n) for n in segment_frames]
             segment_scales = np.asarray(scales, dtype=np.float64).reshape(
@@ -63,13 +71,13 @@ def dumps(
     return buffer.getvalue()
 
 
-def loads(data: bytes) -> Container:
-    return read_container(io.BytesIO(data))
+def loads(data: bytes, *, priors: Sequence[PriorSource] = ()) -> Container:
+    return read_container(io.BytesIO(data), priors=priors)
 
 
-def read_container(src: Source) -> Container:
+def read_container(src: Source, *, priors: Sequence[PriorSource] = ()) -> Container:
     """Read and verify a whole container: every CRC, the END totals and the token digest."""
-    with ContainerReader(src) as reader:
+    with ContainerReader(src, priors=priors) as reader:
         chunks = list(reader)
         header, trailer = reader.header, reader.trailer
     shape = (header.n_streams, header.n_codebooks)
@@ -95,7 +103,8 @@ def read_header(src: Source) -> Header:
         return reader.header
 
 
-def read_tokens(src: Source) -> np.ndarray:
-    """All tokens, verified: [K, T] for one stream, else [S, K, T]."""
-    tokens = read_container(src).tokens
+def read_tokens(src: Source, *, priors: Sequence[PriorSource] = ()) -> np.ndarray:
+    """All tokens, verified: [K, T] for one stream, else [S, K, T]; ``priors`` are .tpp
+    files (or priors) to look in for the one a CTX-coded container names."""
+    tokens = read_container(src, priors=priors).tokens
     return tokens[0] if tokens.shape[0] == 1 else tokens

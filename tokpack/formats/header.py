@@ -65,10 +65,12 @@ class Header:
     resampler: int = spec.Resampler.NONE
     source_frames: int | None = None
     model_samples: int | None = None
-    version_minor: int = spec.VERSION_MINOR
+    version_minor: int = 0
+    prior_sha256: bytes | None = None  # version 1.1 on; zeros name the uniform prior
 
     def __post_init__(self) -> None:
         self._check_identity()
+        self._check_prior()
         for name, (low, high) in _INT_RANGES.items():
             value = _as_int(getattr(self, name), name)
             if not low <= value <= high:
@@ -94,6 +96,22 @@ class Header:
         digest = self.weights_sha256
         if not isinstance(digest, bytes) or len(digest) != spec.WEIGHTS_SHA256_SIZE:
             raise _out_of_range("weights_sha256", "must be 32 bytes")
+
+    def _check_prior(self) -> None:
+        digest = self.prior_sha256
+        if self.version_minor == 0:
+            if digest is not None:
+                raise _out_of_range("version_minor", "prior_sha256 needs version 1.1 or later")
+            return
+        if digest is None:
+            object.__setattr__(self, "prior_sha256", spec.UNIFORM_PRIOR_SHA256)
+        elif not isinstance(digest, bytes) or len(digest) != spec.PRIOR_SHA256_SIZE:
+            raise _out_of_range("prior_sha256", "must be 32 bytes")
+
+    @property
+    def header_size(self) -> int:
+        """Bytes of this header as written: 136 for version 1.0, 168 from 1.1 on."""
+        return spec.HEADER_SIZE if self.version_minor == 0 else spec.HEADER_SIZE_1_1
 
     def _check_consistency(self) -> None:
         mode = self.channel_mode
@@ -188,7 +206,7 @@ class Header:
         values.update(
             magic=spec.MAGIC,
             version_major=spec.VERSION_MAJOR,
-            header_size=spec.HEADER_SIZE,
+            header_size=self.header_size,
             flags=0,
             model_id=self.model_id.encode("ascii"),
             reserved_107=0,
@@ -197,6 +215,8 @@ class Header:
             model_samples=spec.UNKNOWN if self.model_samples is None else self.model_samples,
         )
         body = struct.pack(spec.HEADER_STRUCT, *(values[name] for name, _, _ in spec.HEADER_FIELDS))
+        if self.version_minor:
+            body += struct.pack(spec.HEADER_STRUCT_1_1, self.prior_sha256)
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
@@ -290,6 +310,17 @@ def _parse(data: bytes, header_size: int) -> Header:
     for name in ("source_frames", "model_samples"):
         if fields[name] == spec.UNKNOWN:
             fields[name] = None
+    if fields["version_minor"] >= 1:
+        if header_size < spec.HEADER_SIZE_1_1:
+            raise FieldOutOfRange(
+                f"{header_size} is too small for version 1.{fields['version_minor']} "
+                f"(at least {spec.HEADER_SIZE_1_1})",
+                offset=spec.HEADER_OFFSET["header_size"],
+                field="header_size",
+            )
+        (fields["prior_sha256"],) = struct.unpack_from(
+            spec.HEADER_STRUCT_1_1, data, spec.HEADER_OFFSET["prior_sha256"]
+        )
     fields["model_id"] = name_bytes.decode("ascii")
     init = {f.name for f in dataclasses.fields(Header)}
     return Header(**{name: value for name, value in fields.items() if name in init})

@@ -6,7 +6,7 @@ import hashlib
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 import numpy as np
@@ -18,7 +18,7 @@ from tokpack.errors import (
     Truncated,
     UnsupportedFeature,
 )
-from tokpack.formats import coding, spec
+from tokpack.formats import coding, prior, spec
 from tokpack.formats.chunk import (
     Chunk,
     Trailer,
@@ -84,7 +84,14 @@ class ContainerReader:
     then checks END (setting :attr:`trailer`) and that nothing follows it.
     """
 
-    def __init__(self, src: str | os.PathLike | BinaryIO, *, path: str | None = None) -> None:
+    def __init__(
+        self,
+        src: str | os.PathLike | BinaryIO,
+        *,
+        path: str | None = None,
+        priors: Sequence[prior.PriorSource] = (),
+    ) -> None:
+        self._priors = priors
         self._owned = isinstance(src, (str, os.PathLike))
         self.path = os.fsdecode(src) if self._owned and path is None else path
         self._file: BinaryIO = open(src, "rb") if self._owned else src
@@ -127,7 +134,7 @@ class ContainerReader:
         return Header.from_bytes(prefix + rest)
 
     def _chunks(self) -> Iterator[Chunk]:
-        parser = _ChunkParser(self.header, self._src)
+        parser = _ChunkParser(self.header, self._src, self._priors)
         try:
             yield from parser.chunks()
         except FormatError as error:
@@ -139,9 +146,13 @@ class ContainerReader:
 class _ChunkParser:
     """The chunk sequence rules, with the running state they need."""
 
-    def __init__(self, header: Header, src: _Source) -> None:
+    def __init__(
+        self, header: Header, src: _Source, priors: Sequence[prior.PriorSource] = ()
+    ) -> None:
         self.header = header
         self.src = src
+        self.priors = priors
+        self.prior: prior.Prior | None = None  # resolved at the first CTX chunk
         self.digest = hashlib.blake2b(digest_size=spec.DIGEST_SIZE)
         self.index = 0  # TOKENS chunks so far
         self.first_frame = 0
@@ -250,10 +261,12 @@ class _ChunkParser:
         values = coding.decode(
             spec.Coder(param),
             payload[table_size:],
-            int(np.prod(shape)),
+            shape,
             header.bits_per_code,
             offset=coded_offset,
             context=label,
+            prior=self.ctx_prior(offset, label) if param == spec.Coder.CTX else None,
+            codebook_size=header.codebook_size,
         )
         if values.max() >= header.codebook_size:
             first_bad = int(np.argmax(values >= header.codebook_size))
@@ -287,6 +300,33 @@ class _ChunkParser:
         self.index += 1
         self.first_frame += count
         return chunk
+
+    def ctx_prior(self, offset: int, label: str) -> prior.Prior:
+        """The prior the header names, found once; PriorNotFound if it is not available."""
+        header = self.header
+        if header.version_minor == 0:
+            raise FieldOutOfRange(
+                f"{label}: coder CTX needs a version 1.1 header (this one is 1.0)",
+                offset=offset + 1,
+                field="param",
+            )
+        if self.prior is None:
+            found = prior.resolve(
+                header.prior_sha256,
+                self.priors,
+                codebook_size=header.codebook_size,
+                n_codebooks=header.n_codebooks,
+            )
+            if found.codebook_size != header.codebook_size or found.n_codebooks < header.n_codebooks:
+                raise FieldOutOfRange(
+                    f"the prior {header.prior_sha256.hex()} has {found.n_codebooks} codebook(s) "
+                    f"of {found.codebook_size} codes; the header needs {header.n_codebooks} of "
+                    f"{header.codebook_size}",
+                    offset=spec.HEADER_OFFSET["prior_sha256"],
+                    field="prior_sha256",
+                )
+            self.prior = found
+        return self.prior
 
     def segment_table(
         self, offset: int, payload: bytes, count: int, label: str

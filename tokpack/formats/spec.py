@@ -11,7 +11,7 @@ FORMAT_DATE = "2026-11-22"
 
 MAGIC = b"\x89TPK\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # the newest minor version this code reads and writes
 
 # Header (section "Header" of FORMAT.md): (field, offset, struct code) in file order.
 HEADER_FIELDS = (
@@ -45,7 +45,14 @@ HEADER_STRUCT = "<" + "".join(code for _, _, code in HEADER_FIELDS)
 HEADER_PREFIX_SIZE = 12  # magic, version_major, version_minor, header_size
 HEADER_FIELDS_SIZE = 132  # v1.0 fields; later minors append theirs before the CRC
 HEADER_CRC_SIZE = 4
-HEADER_SIZE = HEADER_FIELDS_SIZE + HEADER_CRC_SIZE  # 136, what this version writes
+HEADER_SIZE = HEADER_FIELDS_SIZE + HEADER_CRC_SIZE  # 136: a 1.0 header, the smallest
+# Fields version 1.1 appends (after the 1.0 fields, before the CRC).
+HEADER_FIELDS_1_1 = (("prior_sha256", 132, "32s"),)
+HEADER_STRUCT_1_1 = "<" + "".join(code for _, _, code in HEADER_FIELDS_1_1)
+HEADER_SIZE_1_1 = 168
+HEADER_OFFSET.update((name, offset) for name, offset, _ in HEADER_FIELDS_1_1)
+PRIOR_SHA256_SIZE = 32
+UNIFORM_PRIOR_SHA256 = bytes(PRIOR_SHA256_SIZE)  # names the built-in uniform prior
 MAX_HEADER_SIZE = 4096
 
 # Header field ranges.
@@ -128,7 +135,23 @@ class Coder(enum.IntEnum):
     PACK = 0
     PACK_ZSTD = 1
     PLANES_ZSTD = 2
+    CTX = 3
 
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
 ZSTD_LEVEL = 19
+
+# CTX coder (FORMAT.md "CTX coder")
+CTX_PRECISION = 24  # frequencies of each model sum to 2^24 (constriction's default precision)
+CTX_BLOCK = 16  # frames coded with one state of the adaptive counts
+
+# Prior files (FORMAT.md "Prior files")
+PRIOR_MAGIC = b"\x89TPP\r\n\x1a\n"
+PRIOR_VERSION = 1
+PRIOR_ONE = 1 << 16  # every prior table sums to this
+PRIOR_MIX_ONE = 256  # a codebook's mix weight is out of this
+PRIOR_MAX_STRENGTH = 1 << 20
+PRIOR_MAX_NEIGHBOURS = 64
+PRIOR_MAX_CONTENT = 64 * 2**20  # bytes of tables, uncompressed
+UNIFORM_PRIOR_ID = "uniform"  # the built-in prior (all-zero prior_sha256); no file has it
+UNIFORM_PRIOR_STRENGTH = 32

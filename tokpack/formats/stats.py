@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from typing import BinaryIO
 
 import numpy as np
 import zstandard
 
 from tokpack.formats import coding, spec
+from tokpack.formats.prior import PriorSource
 from tokpack.formats.reader import ContainerReader
 
 SCHEMA_VERSION = 1
@@ -25,7 +27,7 @@ class CodebookStats:
     distinct_codes: int
     utilisation: float  # distinct_codes / codebook_size
     entropy_bits: float  # order-0 empirical entropy, bits per code
-    coded_bits: float  # bits per code when this codebook alone is coded as the writer codes chunks
+    coded_bits: float  # bits per code when this codebook alone is coded by the zstd-family coders
     coder_gain: float  # 1 - coded_bits / bits_per_code (negative: larger than bit-packing)
 
 
@@ -36,6 +38,7 @@ class ContainerStats:
     file_bytes: int
     model_id: str
     weights_sha256: str
+    prior_sha256: str | None  # the CTX prior the header names (all zeros: uniform); None in 1.0
     model_sample_rate: int
     model_channels: int
     frame_rate_hz: float
@@ -71,10 +74,12 @@ def entropy_bits(counts: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def container_stats(src: str | os.PathLike | BinaryIO, *, path: str | None = None) -> ContainerStats:
+def container_stats(
+    src: str | os.PathLike | BinaryIO, *, path: str | None = None, priors: Sequence[PriorSource] = ()
+) -> ContainerStats:
     """Read and validate a whole container, returning its :class:`ContainerStats`."""
     compressor = zstandard.ZstdCompressor(level=spec.ZSTD_LEVEL)
-    with ContainerReader(src, path=path) as reader:
+    with ContainerReader(src, path=path, priors=priors) as reader:
         h = reader.header
         counts = np.zeros((h.n_codebooks, h.codebook_size), dtype=np.int64)
         coded_bytes = np.zeros(h.n_codebooks, dtype=np.int64)
@@ -86,7 +91,8 @@ def container_stats(src: str | os.PathLike | BinaryIO, *, path: str | None = Non
             for k in range(h.n_codebooks):
                 row = np.ascontiguousarray(chunk.tokens[:, k, :]).ravel()
                 counts[k] += np.bincount(row, minlength=h.codebook_size)
-                coded_bytes[k] += len(coding.encode(row, h.bits_per_code, "auto", compressor)[1])
+                coded = coding.encode(row[np.newaxis, np.newaxis], h.bits_per_code, "auto", compressor)
+                coded_bytes[k] += len(coded[1])
         trailer = reader.trailer
         file_bytes = reader.bytes_read
     n_codes = counts.sum(axis=1)
@@ -112,6 +118,7 @@ def container_stats(src: str | os.PathLike | BinaryIO, *, path: str | None = Non
         file_bytes=file_bytes,
         model_id=h.model_id,
         weights_sha256=h.weights_sha256.hex(),
+        prior_sha256=None if h.prior_sha256 is None else h.prior_sha256.hex(),
         model_sample_rate=h.model_sample_rate,
         model_channels=h.model_channels,
         frame_rate_hz=h.frame_rate,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from typing import BinaryIO
@@ -10,8 +11,14 @@ import numpy as np
 import zstandard
 
 from tokpack.formats import coding, spec
-from tokpack.formats.chunk import Trailer, encode_segment_table, frame_chunk
+from tokpack.formats.chunk import (
+    Trailer,
+    encode_segment_table,
+    frame_chunk,
+    tokens_payload_limit,
+)
 from tokpack.formats.header import Header
+from tokpack.formats.prior import Prior, uniform_prior
 
 
 class ContainerWriter:
@@ -28,17 +35,34 @@ class ContainerWriter:
         *,
         coder: str = "auto",
         zstd_level: int = spec.ZSTD_LEVEL,
+        prior: Prior | None = None,
     ) -> None:
         if coder not in coding.CODER_CHOICES:
             raise ValueError(
                 f"coder must be one of {', '.join(coding.CODER_CHOICES)}, got {coder!r}"
             )
-        if header.version_minor != spec.VERSION_MINOR:
+        if header.version_minor not in (0, spec.VERSION_MINOR):
             raise ValueError(
-                f"this writer writes version {spec.VERSION_MAJOR}.{spec.VERSION_MINOR}, "
-                f"the header says minor version {header.version_minor}"
+                f"this writer writes versions {spec.VERSION_MAJOR}.0 and "
+                f"{spec.VERSION_MAJOR}.{spec.VERSION_MINOR}, the header says minor version "
+                f"{header.version_minor}"
             )
+        if coder in ("auto", "ctx"):
+            # CTX may code chunks: a 1.1 header names the prior (zeros: the uniform one)
+            if prior is None:
+                prior = uniform_prior(header.codebook_size, header.n_codebooks)
+            if header.version_minor and header.prior_sha256 != prior.sha256:
+                raise ValueError("the header names another prior than the one given")
+            header = dataclasses.replace(header, version_minor=1, prior_sha256=prior.sha256)
+            if prior.codebook_size != header.codebook_size or prior.n_codebooks < header.n_codebooks:
+                raise ValueError(
+                    f"the prior has {prior.n_codebooks} codebook(s) of {prior.codebook_size} "
+                    f"codes; the header needs {header.n_codebooks} of {header.codebook_size}"
+                )
+        elif prior is not None:
+            raise ValueError(f"coder {coder!r} does not use a prior")
         self.header = header
+        self._prior = prior
         self._coder = coder
         self._compressor = zstandard.ZstdCompressor(
             level=zstd_level, write_content_size=True, write_checksum=False
@@ -176,13 +200,18 @@ class ContainerWriter:
         frames = np.array([array.shape[2] for array, _ in self._segments])
         scales = np.stack([scale for _, scale in self._segments])
         self._segments = []
-        self._emit(tokens, encode_segment_table(frames, scales))
+        self._emit(tokens, encode_segment_table(frames, scales), len(frames))
 
-    def _emit(self, tokens: np.ndarray, table: bytes = b"") -> None:
+    def _emit(self, tokens: np.ndarray, table: bytes = b"", n_segments: int = 0) -> None:
         values = np.ascontiguousarray(tokens).ravel()
+        header = self.header
         coder, coded = coding.encode(
-            values, self.header.bits_per_code, self._coder, self._compressor
+            tokens, header.bits_per_code, self._coder, self._compressor,
+            prior=self._prior, codebook_size=header.codebook_size,
         )
+        if len(table) + len(coded) > tokens_payload_limit(header, tokens.shape[2], n_segments):
+            # only a forced CTX can come out larger than zstd's bound: pack such a chunk
+            coder, coded = spec.Coder.PACK, coding.pack(values, header.bits_per_code)
         self._write(frame_chunk(spec.ChunkType.TOKENS, coder, tokens.shape[2], table + coded))
         self._digest.update(table)
         self._digest.update(values.astype("<u2").tobytes())

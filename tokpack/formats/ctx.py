@@ -1,0 +1,200 @@
+"""The CTX coder (TOKENS coder 3, docs/FORMAT.md "CTX coder"): adaptive context models,
+range-coded with constriction.
+
+Each (stream, codebook) row of a chunk is coded on its own, frame blocks of CTX_BLOCK at a
+time. Its model mixes an order-0 distribution (the prior's, plus the counts of the blocks
+already coded) with, where the prior has one, a neighbour model: the code of the previous
+frame predicts its prior-listed neighbours, by rank, with rank counts that adapt too. Every
+table is an integer array; constriction gets frequencies that already sum to
+2^CTX_PRECISION minus the alphabet size, which it uses exactly (each plus one), so no
+floating-point rounding reaches the coded bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tokpack.formats import spec
+from tokpack.formats.prior import CodebookPrior, Prior
+
+_FREE_TOTAL = 1 << spec.CTX_PRECISION  # constriction adds one to every frequency
+
+
+def quantize(weights: np.ndarray, total: int) -> np.ndarray:
+    """Integers proportional to ``weights`` (last axis) summing to ``total``: floors, then
+    the remainder to the largest (first on ties). ``weights * total`` must fit in int64."""
+    weights = np.asarray(weights, dtype=np.int64)
+    out = weights * total // weights.sum(axis=-1, keepdims=True)
+    rest = total - out.sum(axis=-1)
+    top = out.argmax(axis=-1)
+    if out.ndim == 1:
+        out[top] += rest
+    else:
+        out[np.arange(out.shape[0]), top] += rest
+    return out
+
+
+class _Row:
+    """The adaptive model of one (stream, codebook) row of a chunk."""
+
+    def __init__(self, book: CodebookPrior, size: int) -> None:
+        self.book = book
+        self.size = size
+        self.free = _FREE_TOTAL - size
+        self.counts = np.zeros(size, np.int64)
+        n = book.n_neighbours
+        self.rank_counts = np.zeros(n, np.int64)
+        self.neighbours = book.neighbours
+
+    def order0(self) -> np.ndarray:
+        """Frequencies (summing to ``free``) for the next block, without context."""
+        weights = self.book.strength * self.book.order0 + self.counts * spec.PRIOR_ONE
+        return quantize(weights, self.free)
+
+    def mixed(self, order0: np.ndarray, prevs: np.ndarray) -> np.ndarray:
+        """Frequencies [len(prevs), size] for symbols whose previous frame's codes are ``prevs``."""
+        book = self.book
+        ranks = quantize(book.rank_strength * book.ranks + self.rank_counts * spec.PRIOR_ONE,
+                         _FREE_TOTAL)
+        rows = np.repeat(((spec.PRIOR_MIX_ONE - book.mix) * order0)[np.newaxis], len(prevs), 0)
+        # a code's neighbours are distinct, so no (row, column) pair repeats
+        rows[np.arange(len(prevs))[:, np.newaxis], self.neighbours[prevs]] += book.mix * ranks
+        return quantize(rows, self.free)
+
+    def update(self, block: np.ndarray, ranks: np.ndarray | None) -> None:
+        self.counts += np.bincount(block, minlength=self.size)
+        if ranks is not None:
+            n = self.book.n_neighbours
+            self.rank_counts += np.bincount(ranks[ranks < n], minlength=n)
+
+
+def _ranks(row: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Rank of each code among its predecessor's neighbours (M if not among them); the first
+    code, which has no predecessor, gets M."""
+    n = neighbours.shape[1]
+    hit = neighbours[row[:-1]] == row[1:, np.newaxis]
+    ranks = np.where(hit.any(axis=1), hit.argmax(axis=1), n)
+    return np.concatenate([[n], ranks])
+
+
+def _check(tokens_shape: tuple[int, int, int], prior: Prior, codebook_size: int) -> None:
+    if prior.codebook_size != codebook_size or prior.n_codebooks < tokens_shape[1]:
+        raise ValueError(
+            f"the prior is for {prior.n_codebooks} codebook(s) of {prior.codebook_size} codes; "
+            f"these tokens have {tokens_shape[1]} of {codebook_size}"
+        )
+
+
+def _plan(tokens_shape, prior):
+    """(stream, codebook, row model) in coding order."""
+    n_streams, n_codebooks, _ = tokens_shape
+    for s in range(n_streams):
+        for k in range(n_codebooks):
+            yield s, k, _Row(prior.codebooks[k], prior.codebook_size)
+
+
+def _blocks(n_frames: int):
+    return range(0, n_frames, spec.CTX_BLOCK)
+
+
+def encode(tokens: np.ndarray, prior: Prior, codebook_size: int) -> bytes:
+    """Code tokens [n_streams, n_codebooks, n_frames] (uint16 below ``codebook_size``)."""
+    import constriction
+
+    _check(tokens.shape, prior, codebook_size)
+    model = constriction.stream.model
+    family = model.Categorical(perfect=False)
+    encoder = constriction.stream.queue.RangeEncoder()
+    n_frames = tokens.shape[2]
+    for s, k, row_model in _plan(tokens.shape, prior):
+        row = tokens[s, k].astype(np.int64)
+        ranks = _ranks(row, row_model.neighbours) if row_model.book.mix else None
+        for start in _blocks(n_frames):
+            block = row[start : start + spec.CTX_BLOCK]
+            order0 = row_model.order0()
+            if ranks is None:
+                encoder.encode(block.astype(np.int32),
+                               model.Categorical(order0.astype(np.float64), perfect=False))
+            else:
+                freqs = _block_rows(row_model, order0, row, start, len(block))
+                encoder.encode(block.astype(np.int32), family, freqs.astype(np.float64))
+            row_model.update(block, None if ranks is None else ranks[start : start + len(block)])
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def _block_rows(row_model: _Row, order0: np.ndarray, row: np.ndarray, start: int,
+                n: int) -> np.ndarray:
+    """Frequencies of a block's symbols with the neighbour model (the chunk's first frame
+    has no predecessor: order-0 alone)."""
+    if start:
+        return row_model.mixed(order0, row[start - 1 : start + n - 1])
+    first = order0[np.newaxis]
+    return first if n == 1 else np.concatenate([first, row_model.mixed(order0, row[: n - 1])])
+
+
+def decode(data: bytes, shape: tuple[int, int, int], prior: Prior,
+           codebook_size: int) -> np.ndarray | None:
+    """Inverse of :func:`encode`; None if ``data`` is not a whole number of 32-bit words or
+    holds words after the last symbol (the caller reports where)."""
+    import constriction
+
+    _check(shape, prior, codebook_size)
+    if len(data) % 4:
+        return None
+    model = constriction.stream.model
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4")
+                                                     .astype(np.uint32))
+    tokens = np.zeros(shape, np.uint16)
+    n_frames = shape[2]
+    for s, k, row_model in _plan(shape, prior):
+        row = np.zeros(n_frames, np.int64)
+        mix = row_model.book.mix
+        for start in _blocks(n_frames):
+            n = min(spec.CTX_BLOCK, n_frames - start)
+            order0 = row_model.order0()
+            if not mix:
+                block = decoder.decode(model.Categorical(order0.astype(np.float64),
+                                                         perfect=False), n)
+                row[start : start + n] = block
+                row_model.update(row[start : start + n], None)
+                continue
+            for t in range(start, start + n):
+                freqs = order0 if t == 0 else row_model.mixed(order0, row[t - 1 : t])[0]
+                row[t] = decoder.decode(model.Categorical(freqs.astype(np.float64),
+                                                          perfect=False))
+            block = row[start : start + n]
+            ranks = _ranks(row[max(start - 1, 0) : start + n], row_model.neighbours)
+            row_model.update(block, ranks if start == 0 else ranks[1:])
+        tokens[s, k] = row
+    if not decoder.maybe_exhausted():
+        return None
+    return tokens
+
+
+def code_lengths(tokens: np.ndarray, prior: Prior, codebook_size: int) -> np.ndarray:
+    """Ideal bits [n_streams, n_codebooks] of coding ``tokens`` with this model (the coded
+    size is within a few words of their sum); used to train priors and in benchmarks."""
+    _check(tokens.shape, prior, codebook_size)
+    bits = np.zeros(tokens.shape[:2])
+    for s, k, row_model in _plan(tokens.shape, prior):
+        bits[s, k] = row_bits(tokens[s, k], row_model.book, codebook_size)
+    return bits
+
+
+def row_bits(row: np.ndarray, book: CodebookPrior, codebook_size: int) -> float:
+    """Ideal bits of one (stream, codebook) row of a chunk coded from ``book``."""
+    row_model = _Row(book, codebook_size)
+    row = row.astype(np.int64)
+    ranks = _ranks(row, row_model.neighbours) if book.mix else None
+    bits = 0.0
+    for start in _blocks(len(row)):
+        block = row[start : start + spec.CTX_BLOCK]
+        order0 = row_model.order0()
+        if ranks is None:
+            freq = order0[block]
+        else:
+            freqs = _block_rows(row_model, order0, row, start, len(block))
+            freq = freqs[np.arange(len(block)), block]
+        bits += float(-np.log2((freq + 1) / _FREE_TOTAL).sum())
+        row_model.update(block, None if ranks is None else ranks[start : start + len(block)])
+    return bits
