@@ -29,7 +29,7 @@ from tokpack.codec.channels import from_streams, plan_channels, to_streams
 from tokpack.codec.memory import release_memory
 from tokpack.codec.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from tokpack.codec.threads import torch_threads
-from tokpack.errors import AudioError, FormatError, ModelError, WeightsMismatch
+from tokpack.errors import AudioError, FormatError, ModelError, UsageError, WeightsMismatch
 from tokpack.formats import (
     ChannelMode,
     ContainerReader,
@@ -41,6 +41,7 @@ from tokpack.formats.chunk import chunk_sample
 from tokpack.formats.salvage import LostRange, SalvageReader
 
 if TYPE_CHECKING:
+    from tokpack.codec.ecdc import EcdcReader
     from tokpack.codec.framing import TokenBlock
     from tokpack.codec.weights import LoadedModel
 
@@ -85,8 +86,8 @@ class DecodeResult:
     bytes_out: int  # audio file size
     bitrate_bps: float
     seconds: float
-    weights_sha256: str  # hex, from the container
-    weights_match: bool  # False only with force_weights
+    weights_sha256: str  # hex, from the container ("" for .ecdc, which records none)
+    weights_match: bool  # False only with force_weights (True for .ecdc: nothing to compare)
     sample_rate: int
     channels: int
     frames: int
@@ -270,17 +271,23 @@ class _LengthChanged(Exception):
 def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
            bandwidth: float | None = None, weights=None, device: str = "cpu",
            threads: int | None = None, channels: str = "auto", coder: str = "auto",
-           ) -> EncodeResult:
+           container: str = "tpk", lm_weights=None) -> EncodeResult:
     """Encode an audio file (path or binary file object) into a container at ``dst``.
 
     ``model`` is a model name or a LoadedModel (to reuse one across files). A ``dst``
     path is written atomically; the library always writes (overwrite policy is the
     caller's). The audio is read, resampled, encoded and written a block at a time.
+
+    ``container``: "tpk", or "ecdc" for EnCodec's own file format (codec.ecdc), whose
+    codes are bit-packed, or LM-coded with ``coder="encodec-lm"`` (the LM of the model:
+    ``lm_weights`` or the usual search); it holds one token stream and the audio at the
+    model's rate and channels only. UsageError for options .ecdc cannot take.
     """
     t0 = time.perf_counter()
     spec = get_spec(model) if isinstance(model, str) else model.spec
     bw = spec.default_bandwidth if bandwidth is None else bandwidth
     n_q = spec.n_codebooks(bw)  # a bad bandwidth fails before any work
+    new_writer = _writer_factory(container, coder, channels, spec, lm_weights)
 
     import torch
 
@@ -298,7 +305,7 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
                                       source_channels=info.channels, source_frames=declared,
                                       channel_mode=mode, n_streams=n_streams)
                 try:
-                    frames, bytes_out = _encode_into(dst, reader, header, loaded, n_q, coder)
+                    frames, bytes_out = _encode_into(dst, reader, header, loaded, n_q, new_writer)
                     break
                 except _LengthChanged as changed:
                     # libsndfile's declared length was wrong (rare): the header is
@@ -332,12 +339,29 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
     )
 
 
+def _writer_factory(container: str, coder: str, channels: str, spec: ModelSpec, lm_weights):
+    """``new_writer(f, header)`` for ``container``; fails before any work is done (an
+    option .ecdc cannot take, an LM that cannot be found)."""
+    if container == "tpk":
+        return lambda f, header: ContainerWriter(f, header, coder=coder)
+    if container != "ecdc":
+        raise ValueError(f"container must be 'tpk' or 'ecdc', got {container!r}")
+    from tokpack.codec.ecdc import EcdcWriter, check_ecdc_options
+
+    lm = None
+    if check_ecdc_options(coder=coder, channels=channels):
+        from tokpack.codec.lm import load_lm
+
+        lm = load_lm(spec, lm_weights)
+    return lambda f, header: EcdcWriter(f, header, lm=lm)
+
+
 def _encode_into(dst: Src, reader: audio_io.AudioReader, header: Header,
-                 loaded: LoadedModel, n_q: int, coder: str) -> tuple[int, int]:
+                 loaded: LoadedModel, n_q: int, new_writer) -> tuple[int, int]:
     """Stream ``reader`` through the model into a container; (token frames, bytes)."""
 
     def run(f: BinaryIO) -> tuple[int, int]:
-        with ContainerWriter(f, header, coder=coder) as w:
+        with new_writer(f, header) as w:
             pipe = _EncodePipeline(loaded, n_q, header.channel_mode, header.n_streams,
                                    header.source_sample_rate)
             frames = 0
@@ -377,16 +401,67 @@ def _rewind(dst: Src, start: int | None) -> bool:
 
 
 class _CountingReader:
-    """Counts the bytes a ContainerReader pulls from a file object."""
+    """Counts the bytes a reader pulls from a file object; ``peek`` looks ahead (a pipe
+    cannot seek back)."""
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
+        self._ahead = b""
         self.count = 0
 
+    def peek(self, n: int) -> bytes:
+        while len(self._ahead) < n:
+            more = self._f.read(n - len(self._ahead))
+            if not more:
+                break
+            self._ahead += more
+        return self._ahead[:n]
+
     def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
+        if self._ahead:  # a short read, as a raw file may give: callers loop
+            n = len(self._ahead) if n is None or n < 0 else min(n, len(self._ahead))
+            data, self._ahead = self._ahead[:n], self._ahead[n:]
+        else:
+            data = self._f.read(n)
         self.count += len(data)
         return data
+
+
+def open_tokens(f: BinaryIO, label: str, *, salvage: bool = False,
+                lm_weights=None) -> ChunkSource | EcdcReader:
+    """A reader of the tokens in ``f``: a .tpk container (ContainerReader, or SalvageReader
+    with ``salvage``) or, by its magic, EnCodec's .ecdc file (codec.ecdc.EcdcReader; an
+    LM-coded one loads the LM: ``lm_weights`` or the usual search). A ``label`` ending in
+    .ecdc without the magic fails as a bad .ecdc file."""
+    from tokpack.codec.ecdc import MAGIC, EcdcReader
+
+    reader = f if isinstance(f, _CountingReader) else _CountingReader(f)
+    if reader.peek(len(MAGIC)) == MAGIC or label.lower().endswith(".ecdc"):
+        if salvage:
+            raise UsageError("--salvage reads .tpk containers; an .ecdc file has no checksums "
+                             "to tell what is intact")
+        return EcdcReader(reader, path=label, lm_weights=lm_weights)
+    return SalvageReader(reader) if salvage else ContainerReader(reader, path=label)
+
+
+def read_model_id(src: Src) -> str:
+    """The model a .tpk container or .ecdc file names (a file object is read from its
+    position and sought back there)."""
+    from tokpack.codec.ecdc import MAGIC, read_ecdc_info
+    from tokpack.formats import read_header
+
+    def model_id(f: BinaryIO) -> str:
+        start = f.tell()
+        is_ecdc = f.read(len(MAGIC)) == MAGIC
+        f.seek(start)
+        result = read_ecdc_info(f).model if is_ecdc else read_header(f).model_id
+        f.seek(start)
+        return result
+
+    if isinstance(src, (str, os.PathLike)):
+        with open(src, "rb") as f:
+            return model_id(f)
+    return model_id(src)
 
 
 def check_header_fits(header: Header, spec: ModelSpec) -> None:
@@ -589,7 +664,8 @@ def _out_channels(header: Header, restore: bool) -> int:
 def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16",
            format: str | None = None, weights=None, force_weights: bool = False,
            device: str = "cpu", threads: int | None = None, channels: str = "original",
-           model: LoadedModel | None = None, salvage: bool = False) -> DecodeResult:
+           model: LoadedModel | None = None, salvage: bool = False,
+           lm_weights=None) -> DecodeResult:
     """Decode a container (path or binary file object) to WAV/FLAC at ``dst``.
 
     ``sample_rate``: "original" (default), "model", or Hz. ``channels``: "original"
@@ -604,6 +680,11 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     failing (formats.salvage; the file is read whole): lost chunks become silence over
     their span, the length is kept (a file cut short ends after its last chunk), and
     ``lost`` in the result says what is missing. FormatError if no chunk is intact.
+
+    ``src`` may also be EnCodec's .ecdc file (told by its magic; codec.ecdc): it decodes
+    at the model's rate and channels to its recorded length ("original" is the model's);
+    it records no weights, so none are checked. An LM-coded one needs the model's LM
+    (``lm_weights`` or the usual search).
     """
     if channels not in ("original", "model"):
         raise ValueError(f"channels must be 'original' or 'model', got {channels!r}")
@@ -616,7 +697,8 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     try:
         import torch
 
-        reader = SalvageReader(counter) if salvage else ContainerReader(counter, path=label)
+        reader = open_tokens(counter, label, salvage=salvage, lm_weights=lm_weights)
+        ecdc = not isinstance(reader, (ContainerReader, SalvageReader))
         with torch_threads(threads), torch.inference_mode():
             header = reader.header
             spec = get_spec(header.model_id)
@@ -630,7 +712,7 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
                 loaded = model
             else:
                 loaded = _loaded(spec.name, weights=weights, device=device)
-            match = check_weights(header, loaded, force_weights)
+            match = ecdc or check_weights(header, loaded, force_weights)
             restore = channels == "original"
             known = _source_frames(reader)
             frames = None
@@ -665,7 +747,7 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
         bytes_out=written.bytes,
         bitrate_bps=counter.count * 8 / duration if duration > 0 else 0.0,
         seconds=time.perf_counter() - t0,
-        weights_sha256=header.weights_sha256.hex(),
+        weights_sha256="" if ecdc else header.weights_sha256.hex(),
         weights_match=match,
         sample_rate=out_rate,
         channels=written.channels,
