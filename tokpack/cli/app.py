@@ -12,6 +12,7 @@ from tokpack.cli.compare_cmd import compare_command
 from tokpack.cli.decode import decode_command
 from tokpack.cli.encode import encode_command
 from tokpack.cli.inspect_cmd import inspect_command
+from tokpack.cli.train_prior import train_prior_command
 
 app = typer.Typer(
     name="tokpack",
@@ -42,6 +43,7 @@ app.command("decode")(decode_command)
 app.command("inspect")(inspect_command)
 app.command("compare")(compare_command)
 app.command("bench")(bench_command)
+app.command("train-prior")(train_prior_command)
 
 
 def main() -> None:

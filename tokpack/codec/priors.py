@@ -1,0 +1,122 @@
+"""CTX priors for a model: neighbour lists from its codebooks, training from audio or
+containers (``tokpack train-prior``), and the default prior of a model (shipped ones)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tokpack.codec.registry import ModelSpec, get_spec
+from tokpack.errors import UsageError
+from tokpack.formats import ContainerReader, read_container
+from tokpack.formats import prior as prior_files
+from tokpack.formats.prior import Prior
+from tokpack.train import Report, train
+
+NEIGHBOURS = 32  # codes listed per code: covers ~85 % of first-codebook successors
+
+
+def codebook_neighbours(model, n_codebooks: int, n_neighbours: int = NEIGHBOURS) -> list[np.ndarray]:
+    """For each codebook, each code's ``n_neighbours`` nearest codes (itself first) by the
+    squared distance of the codebook vectors; ties go to the lower code."""
+    out = []
+    for layer in model.quantizer.vq.layers[:n_codebooks]:
+        embed = layer._codebook.embed.detach().cpu().double().numpy()
+        sq = (embed * embed).sum(axis=1)
+        dist = sq[:, np.newaxis] + sq[np.newaxis, :] - 2.0 * embed @ embed.T
+        np.fill_diagonal(dist, -np.inf)  # a code is its own nearest, whatever the rounding
+        out.append(np.argsort(dist, axis=1, kind="stable")[:, :n_neighbours].astype(np.int64))
+    return out
+
+
+@dataclasses.dataclass
+class TrainResult:
+    prior: Prior
+    report: Report
+    model_id: str
+    files: int
+    seconds: float  # of audio (frames / frame rate)
+    sha256: str
+    output: str
+
+
+def train_prior(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
+                model: str | None = None, weights=None, threads: int | None = None,
+                n_neighbours: int = NEIGHBOURS) -> TrainResult:
+    """Train a prior on ``inputs`` (audio files, coded at the model's highest bandwidth,
+    or .tpk containers of the model) and write it to ``output``."""
+    from tokpack.codec import engine
+    from tokpack.codec.weights import load_model
+
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise UsageError("no input files")
+    containers = [p for p in inputs if _is_container(p)]
+    if model is None:
+        if not containers:
+            raise UsageError("audio inputs need a model (-m)")
+        model = ContainerReader(containers[0]).header.model_id
+    spec = get_spec(model)
+    loaded = load_model(spec.name, weights=weights)
+    files = []
+    for path in inputs:
+        if path in containers:
+            container = read_container(path)
+            _check_container(container.header, spec, loaded.weights_sha256, path)
+            files.append(container.tokens)
+            continue
+        buffer = io.BytesIO()
+        engine.encode(path, buffer, model=loaded, bandwidth=max(spec.bandwidths),
+                      threads=threads, coder="pack")
+        buffer.seek(0)
+        files.append(read_container(buffer).tokens)
+    n_codebooks = min(f.shape[1] for f in files)
+    neighbours = codebook_neighbours(loaded.model, n_codebooks, n_neighbours)
+    prior, report = train(files, codebook_size=spec.codebook_size, model_id=spec.name,
+                          weights_sha256=loaded.weights_sha256, neighbours=neighbours,
+                          frames_per_chunk=spec.frames_per_chunk)
+    from tokpack._io import atomic_write
+
+    with atomic_write(output) as f:
+        f.write(prior.file_bytes)
+    frames = sum(f.shape[0] * f.shape[2] for f in files)
+    return TrainResult(prior, report, spec.name, len(files), frames / spec.frame_rate,
+                       prior.sha256.hex(), os.fspath(output))
+
+
+def _is_container(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"\x89TPK"
+
+
+def _check_container(header, spec: ModelSpec, weights_sha256: bytes, path: Path) -> None:
+    if header.model_id != spec.name or header.weights_sha256 != weights_sha256:
+        raise UsageError(f"{path}: made with {header.model_id} weights "
+                         f"{header.weights_sha256.hex()[:12]}, not {spec.name} "
+                         f"{weights_sha256.hex()[:12]}")
+
+
+def default_prior(model_id: str, weights_sha256: bytes) -> Prior | None:
+    """The shipped (or $TOKPACK_PRIOR_PATH) prior trained for exactly these weights, if any."""
+    for directory in prior_files.search_directories():
+        for path in sorted(Path(directory).glob(f"{model_id}*.tpp")):
+            found = prior_files.load(path)
+            if found.model_id == model_id and found.weights_sha256 == weights_sha256:
+                return found
+    return None
+
+
+def choose_prior(choice: str | os.PathLike | None, model_id: str,
+                 weights_sha256: bytes) -> Prior | None:
+    """``--prior``: None/"auto" -> the default prior of the weights (or the uniform one,
+    returned as None); "uniform"/"none" -> None; else a .tpp path."""
+    if choice is None or choice == "auto":
+        return default_prior(model_id, weights_sha256)
+    if choice in ("uniform", "none"):
+        return None
+    return prior_files.load(choice)

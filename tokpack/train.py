@@ -1,0 +1,111 @@
+"""Train CTX priors (``.tpp``) from tokens: numpy only, no model needed.
+
+The order-0 tables are the smoothed code counts of the training files; a codebook gets a
+neighbour model when neighbour lists are given for it (the codec layer derives them from
+the codebook vectors) and cross-validation says it pays. The strengths and mix weights are
+chosen by leave-files-out cross-validation of the coder's own code lengths
+(:func:`tokpack.formats.ctx.row_bits`), so a prior never claims more than held-out files
+show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from tokpack.formats import ctx
+from tokpack.formats.prior import CodebookPrior, Prior, table, uniform_prior
+
+STRENGTHS = (16, 64, 256, 1024, 4096)
+MIXES = (0, 32, 64, 96, 128, 176)
+MAX_FOLDS = 8
+
+
+@dataclasses.dataclass
+class Report:
+    """What training chose per codebook, with held-out bits per token for each choice."""
+
+    n_files: int
+    n_tokens: int
+    folds: int
+    strength: list[int]
+    mix: list[int]
+    heldout_bits: list[float]  # per token, chosen setting, files held out
+    uniform_bits: list[float]  # per token, the built-in uniform prior, same files
+
+
+def _rows(files: Sequence[np.ndarray], k: int, frames_per_chunk: int):
+    """(file index, row) for every chunk-row of codebook ``k``."""
+    for i, tokens in enumerate(files):
+        for s in range(tokens.shape[0]):
+            for start in range(0, tokens.shape[2], frames_per_chunk):
+                yield i, tokens[s, k, start : start + frames_per_chunk].astype(np.int64)
+
+
+def _rank_counts(row: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    n = neighbours.shape[1]
+    ranks = ctx._ranks(row, neighbours)
+    return np.bincount(ranks[ranks < n], minlength=n)
+
+
+def train(files: Sequence[np.ndarray], *, codebook_size: int, model_id: str,
+          weights_sha256: bytes, neighbours: Sequence[np.ndarray | None] | None = None,
+          frames_per_chunk: int = 750) -> tuple[Prior, Report]:
+    """A prior for tokens like ``files`` (each [n_streams, n_codebooks, n_frames], all with
+    the same codebooks); ``neighbours[k]`` is an int array [codebook_size, M] or None."""
+    if not files:
+        raise ValueError("no training files")
+    n_codebooks = min(f.shape[1] for f in files)
+    n_files = len(files)
+    folds = min(n_files, MAX_FOLDS)
+    fold_of = np.arange(n_files) % folds
+    books, report = [], Report(n_files, int(sum(f[:, :n_codebooks].size for f in files)), folds,
+                               [], [], [], [])
+    for k in range(n_codebooks):
+        rows = list(_rows(files, k, frames_per_chunk))
+        counts = np.zeros((folds, codebook_size), np.int64)
+        nb = None if neighbours is None else neighbours[k]
+        n_nb = 0 if nb is None else nb.shape[1]
+        ranks = np.zeros((folds, n_nb), np.int64)
+        for i, row in rows:
+            counts[fold_of[i]] += np.bincount(row, minlength=codebook_size)
+            if n_nb:
+                ranks[fold_of[i]] += _rank_counts(row, nb)
+
+        def book_for(strength, mix, without=None):
+            keep = np.arange(folds) != without if without is not None else slice(None)
+            order0 = table(2 * counts[keep].sum(axis=0) + 1)
+            if not mix:
+                return CodebookPrior(strength=strength, order0=order0)
+            return CodebookPrior(strength=strength, order0=order0, mix=mix,
+                                 rank_strength=strength,
+                                 ranks=table(2 * ranks[keep].sum(axis=0) + 1), neighbours=nb)
+
+        def heldout(strength, mix):
+            if folds == 1:  # one file: no held-out data, take the setting on the file itself
+                return sum(ctx.row_bits(row, book_for(strength, mix), codebook_size)
+                           for _, row in rows)
+            fold_books = [book_for(strength, mix, f) for f in range(folds)]
+            return sum(ctx.row_bits(row, fold_books[fold_of[i]], codebook_size)
+                       for i, row in rows)
+
+        scores = {s: heldout(s, 0) for s in STRENGTHS}
+        strength = min(scores, key=scores.get)
+        best_mix, best = 0, scores[strength]
+        for mix in MIXES[1:] if n_nb else ():
+            bits = heldout(strength, mix)
+            if bits < best:
+                best_mix, best = mix, bits
+        books.append(book_for(strength, best_mix))
+        n = sum(len(row) for _, row in rows)
+        uniform = uniform_prior(codebook_size, 1).codebooks[0]
+        report.strength.append(strength)
+        report.mix.append(best_mix)
+        report.heldout_bits.append(best / n)
+        report.uniform_bits.append(sum(ctx.row_bits(r, uniform, codebook_size)
+                                       for _, r in rows) / n)
+    prior = Prior(model_id=model_id, weights_sha256=weights_sha256,
+                  codebook_size=codebook_size, codebooks=tuple(books))
+    return prior, report
