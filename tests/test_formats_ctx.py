@@ -174,3 +174,20 @@ def test_training_prefers_the_neighbour_model_on_moving_codes_and_beats_uniform(
     held_out = walk(rng, (1, 2, 400), 64).astype(np.uint16)
     assert ctx.code_lengths(held_out, prior, 64).sum() < ctx.code_lengths(
         held_out, uniform_prior(64, 2), 64).sum()
+
+
+def test_salvage_reads_ctx_chunks_with_the_prior():
+    from tokpack.formats.salvage import SalvageReader
+
+    prior = neighbour_prior(64, 3)
+    tokens = walk(np.random.default_rng(6), (3, 120), 64)
+    data = bytearray(dumps(header(), tokens, coder="ctx", prior=prior))
+    first = ContainerReader(io.BytesIO(bytes(data)), priors=[prior])
+    chunks = list(first)
+    data[chunks[1].offset + 20] ^= 0xFF  # the second chunk of three is lost
+    with pytest.raises(PriorNotFound):
+        SalvageReader(io.BytesIO(bytes(data)))
+    reader = SalvageReader(io.BytesIO(bytes(data)), priors=[prior])
+    kept = list(reader)
+    assert [c.index for c in kept] == [0, 2]
+    assert np.array_equal(kept[1].tokens[0], tokens[:, 100:])

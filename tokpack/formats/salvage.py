@@ -19,7 +19,7 @@ import io
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -27,6 +27,7 @@ from tokpack.errors import FormatError
 from tokpack.formats import spec
 from tokpack.formats.chunk import Chunk, Trailer, chunk_sample, tokens_payload_limit
 from tokpack.formats.header import Header
+from tokpack.formats.prior import PriorSource
 from tokpack.formats.reader import ContainerReader, _ChunkParser, _Source
 
 MAX_SALVAGE_BYTES = 2 * 2**30  # salvage holds the file in memory; refuse absurd sizes
@@ -148,8 +149,10 @@ class SalvageReader:
     intact TOKENS chunks in order, whose ``index`` shows the gaps; and ``trailer``, here an
     :class:`Extent` known at once. ``lost`` says what is missing."""
 
-    def __init__(self, src: str | os.PathLike | BinaryIO) -> None:
-        found = salvage(src)
+    def __init__(
+        self, src: str | os.PathLike | BinaryIO, *, priors: Sequence[PriorSource] = ()
+    ) -> None:
+        found = salvage(src, priors=priors)
         self.header = found.header
         self.trailer = found.extent()
         self.lost = found.lost()
@@ -160,8 +163,11 @@ class SalvageReader:
         return iter(self._chunks)
 
 
-def salvage(src: str | os.PathLike | BinaryIO) -> Salvaged:
-    """Read a container leniently; a damaged header is still fatal (FormatError)."""
+def salvage(
+    src: str | os.PathLike | BinaryIO, *, priors: Sequence[PriorSource] = ()
+) -> Salvaged:
+    """Read a container leniently; a damaged header is still fatal (FormatError), and so is
+    a CTX prior that is not available (PriorNotFound)."""
     if isinstance(src, (str, os.PathLike)):
         if os.path.getsize(src) > MAX_SALVAGE_BYTES:
             raise FormatError(f"file is larger than {MAX_SALVAGE_BYTES} bytes; salvage reads it whole")
@@ -172,13 +178,15 @@ def salvage(src: str | os.PathLike | BinaryIO) -> Salvaged:
         if len(data) > MAX_SALVAGE_BYTES:
             raise FormatError(f"input is larger than {MAX_SALVAGE_BYTES} bytes; salvage reads it whole")
     header = ContainerReader(io.BytesIO(data)).header
-    return _Scanner(header, data).run()
+    return _Scanner(header, data, priors).run()
 
 
 class _Scanner:
-    def __init__(self, header: Header, data: bytes) -> None:
+    def __init__(self, header: Header, data: bytes, priors: Sequence[PriorSource] = ()) -> None:
         self.header = header
         self.data = data
+        self.priors = priors
+        self.prior = None  # found once, at the first CTX chunk
         self.limit = tokens_payload_limit(header, header.frames_per_chunk, header.segments_per_chunk)
         self.result = Salvaged(header, [])
         self.index = 0  # the TOKENS chunk expected next
@@ -282,12 +290,15 @@ class _Scanner:
         stored = struct.unpack_from("<I", self.data, end - spec.CHUNK_CRC_SIZE)[0]
         if zlib.crc32(memoryview(self.data)[pos : end - spec.CHUNK_CRC_SIZE]) != stored:
             raise FormatError("crc32 mismatch")
-        parser = _ChunkParser(self.header, _Source(io.BytesIO(self.data[pos:end])))
+        parser = _ChunkParser(self.header, _Source(io.BytesIO(self.data[pos:end])), self.priors)
         parser.index, parser.first_frame = self.index, self.index * self.header.frames_per_chunk
+        parser.prior = self.prior
         head = self.data[pos : pos + spec.CHUNK_HEAD_SIZE]
         if chunk_type == spec.ChunkType.TOKENS:
             parser.src.read_upto(spec.CHUNK_HEAD_SIZE)
-            return "tokens", parser.tokens(0, head, param, count, length), end
+            chunk = parser.tokens(0, head, param, count, length)
+            self.prior = parser.prior
+            return "tokens", chunk, end
         if chunk_type == spec.ChunkType.END:
             parser.src.read_upto(spec.CHUNK_HEAD_SIZE)
             payload = parser.read_checked(head, length, "END chunk")
