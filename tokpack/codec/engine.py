@@ -418,11 +418,12 @@ class _CountingReader:
         return self._ahead[:n]
 
     def read(self, n: int = -1) -> bytes:
-        if self._ahead:  # a short read, as a raw file may give: callers loop
-            n = len(self._ahead) if n is None or n < 0 else min(n, len(self._ahead))
-            data, self._ahead = self._ahead[:n], self._ahead[n:]
+        if n is None or n < 0:
+            data, self._ahead = self._ahead + self._f.read(), b""
         else:
-            data = self._f.read(n)
+            data, self._ahead = self._ahead[:n], self._ahead[n:]
+            if len(data) < n:
+                data += self._f.read(n - len(data))
         self.count += len(data)
         return data
 
@@ -446,13 +447,16 @@ def open_tokens(f: BinaryIO, label: str, *, salvage: bool = False,
 
 def read_model_id(src: Src) -> str:
     """The model a .tpk container or .ecdc file names (a file object is read from its
-    position and sought back there)."""
+    position and sought back there). As :func:`open_tokens`, a path ending in .ecdc is
+    read as one."""
     from tokpack.codec.ecdc import MAGIC, read_ecdc_info
     from tokpack.formats import read_header
 
+    named = isinstance(src, (str, os.PathLike)) and os.fsdecode(src).lower().endswith(".ecdc")
+
     def model_id(f: BinaryIO) -> str:
         start = f.tell()
-        is_ecdc = f.read(len(MAGIC)) == MAGIC
+        is_ecdc = f.read(len(MAGIC)) == MAGIC or named
         f.seek(start)
         result = read_ecdc_info(f).model if is_ecdc else read_header(f).model_id
         f.seek(start)
