@@ -26,7 +26,7 @@ SCHEMA_VERSION = 1
 AUDIO_SUFFIXES = frozenset(
     ".wav .wave .flac .ogg .oga .opus .aif .aiff .aifc .au .snd .caf .w64 .rf64 .mp3".split()
 )
-CONTAINER_SUFFIXES = frozenset({".tpk"})
+CONTAINER_SUFFIXES = frozenset({".tpk", ".ecdc"})  # .ecdc: EnCodec's own files
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,8 @@ class EncodeOptions:
     threads: int | None = None
     channels: str = "auto"
     force: bool = False
+    container: str = "tpk"  # or "ecdc"
+    lm_weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,7 @@ class DecodeOptions:
     threads: int | None = None
     force: bool = False
     salvage: bool = False
+    lm_weights: str | None = None
 
 
 _MODELS: dict = {}  # per process: (name, weights, device) -> LoadedModel
@@ -345,6 +348,7 @@ def encode_job(options: EncodeOptions, job: Job) -> JobResult:
         r = encode(
             _source(job), _target(job), model=model, bandwidth=options.bandwidth, weights=options.weights,
             device=options.device, threads=options.threads, channels=options.channels,
+            container=options.container, lm_weights=options.lm_weights,
         )
         return JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
@@ -356,18 +360,16 @@ def encode_job(options: EncodeOptions, job: Job) -> JobResult:
 
 
 def decode_job(options: DecodeOptions, job: Job) -> JobResult:
-    from tokpack.codec.engine import decode
-    from tokpack.formats import read_header
+    from tokpack.codec.engine import decode, read_model_id
 
     def run() -> JobResult:
         src = _source(job)
-        model_id = read_header(src).model_id
-        if hasattr(src, "seek"):
-            src.seek(0)
+        model_id = read_model_id(src)
         r = decode(
             src, _target(job), sample_rate=options.sample_rate, subtype=options.subtype,
             force_weights=options.force_weights, threads=options.threads,
             model=_model(model_id, options.weights, options.device), salvage=options.salvage,
+            lm_weights=options.lm_weights,
         )
         result = JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
@@ -381,14 +383,16 @@ def decode_job(options: DecodeOptions, job: Job) -> JobResult:
     return _guarded(job, options.force, run)
 
 
-def verify_job(job: Job) -> JobResult:
-    """decode -t: every checksum, the digest, token ranges and the model's shape; no output."""
-    from tokpack.codec.engine import check_header_fits
+def verify_job(options: DecodeOptions, job: Job) -> JobResult:
+    """decode -t: every checksum, the digest, token ranges and the model's shape; no output.
+    An .ecdc file (no checksums): that it parses to the end, LM-coded codes included."""
+    from tokpack.codec.engine import check_header_fits, open_tokens
     from tokpack.codec.registry import get_spec
-    from tokpack.formats.reader import ContainerReader
 
     def run() -> JobResult:
-        with ContainerReader(_source(job), path=job.source) as reader:
+        src = _source(job)
+        f = open(src, "rb") if isinstance(src, Path) else src
+        with f, open_tokens(f, job.source, lm_weights=options.lm_weights) as reader:
             check_header_fits(reader.header, get_spec(reader.header.model_id))
             for _ in reader:
                 pass
@@ -411,8 +415,13 @@ def probe_seconds(job: Job, kind: str) -> float:
             import soundfile
 
             return float(soundfile.info(job.source).duration)
+        from tokpack.codec.ecdc import MAGIC, read_ecdc_info
         from tokpack.formats import read_header
 
+        with open(job.source, "rb") as f:
+            if f.read(len(MAGIC)) == MAGIC:
+                info = read_ecdc_info(job.source)
+                return info.audio_length / info.spec.sample_rate
         return read_header(job.source).source_duration_s or 0.0
     except (TokpackError, OSError, RuntimeError):  # reported when the input is processed
         return 0.0

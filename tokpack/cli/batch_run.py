@@ -13,11 +13,16 @@ from tokpack.cli.report import BatchReport, interrupted, show_progress
 from tokpack.errors import UsageError
 
 
-def plan(inputs: list[str], **kwargs) -> list[Job]:
+def checked(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, a UsageError it raises made a usage error (exit status 2)."""
     try:
-        return plan_jobs(inputs, **kwargs)
+        return fn(*args, **kwargs)
     except UsageError as exc:
         raise usage_error(exc.message) from None
+
+
+def plan(inputs: list[str], **kwargs) -> list[Job]:
+    return checked(plan_jobs, inputs, **kwargs)
 
 
 def check_stdout(say: Messages, jobs: list[Job], *, json_output: bool, force: bool, test: bool = False) -> None:

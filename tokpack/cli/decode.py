@@ -28,7 +28,7 @@ def parse_sample_rate(value: str) -> str | int:
 
 
 def decode_command(
-    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help=".tpk containers, directories with -r, or '-' for stdin.")],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUT...", help=".tpk containers or EnCodec .ecdc files, directories with -r, or '-' for stdin.")],
     output: opt.Output = None,
     stdout: opt.Stdout = False,
     output_dir: opt.OutputDir = None,
@@ -51,6 +51,7 @@ def decode_command(
         bool, typer.Option("--salvage", help="Write what is intact: silence where chunks are lost; report the losses.")
     ] = False,
     weights: opt.Weights = None,
+    lm_weights: opt.LmWeights = None,
     device: opt.DeviceOpt = opt.Device.cpu,
     threads: opt.Threads = None,
     jobs: opt.Jobs = 1,
@@ -60,7 +61,7 @@ def decode_command(
     verbose: opt.Verbose = 0,
     debug: opt.Debug = False,
 ) -> None:
-    """Decode .tpk containers to WAV, or FLAC by extension (default: each INPUT with suffix .wav)."""
+    """Decode .tpk containers (or EnCodec .ecdc files) to WAV, or FLAC by extension (default: each INPUT with suffix .wav)."""
     say = make_messages(quiet, verbose, debug)
     rate = parse_sample_rate(sample_rate)
     if test and salvage:
@@ -68,14 +69,15 @@ def decode_command(
     planned = batch_run.plan(inputs, suffix=".wav", walk_suffixes=CONTAINER_SUFFIXES, recursive=recursive,
                              output=output, output_dir=output_dir, stdout=stdout, test=test)
     batch_run.check_stdout(say, planned, json_output=json_output, force=force, test=test)
-    if test:
-        batch_run.run(say, planned, verify_job, None, kind="verify", n_jobs=1, json_output=json_output,
-                      progress=progress)
-        return
     options = DecodeOptions(
         sample_rate=rate, subtype=subtype.value, weights=None if weights is None else str(weights),
         force_weights=force_weights, salvage=salvage, device=device.value,
         threads=default_threads(resolve_jobs(jobs, len(planned)), threads), force=force,
+        lm_weights=None if lm_weights is None else str(lm_weights),
     )
+    if test:
+        batch_run.run(say, planned, verify_job, options, kind="verify", n_jobs=1, json_output=json_output,
+                      progress=progress)
+        return
     batch_run.run(say, planned, decode_job, options, kind="decode", n_jobs=jobs, json_output=json_output,
                   progress=progress)

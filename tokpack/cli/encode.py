@@ -11,11 +11,17 @@ from tokpack.batch import AUDIO_SUFFIXES, EncodeOptions, default_threads, encode
 from tokpack.cli import batch_run
 from tokpack.cli import options as opt
 from tokpack.cli.output import make_messages
+from tokpack.codec.ecdc import check_ecdc_options
 
 
 class ChannelsMode(str, Enum):
     auto = "auto"
     split = "split"
+
+
+class FileFormat(str, Enum):
+    tpk = "tpk"
+    ecdc = "ecdc"
 
 
 def encode_command(
@@ -38,6 +44,13 @@ def encode_command(
             help="auto: a mono model downmixes, a stereo model upmixes/folds; split: encode each channel as its own stream (mono models).",
         ),
     ] = ChannelsMode.auto,
+    file_format: Annotated[
+        FileFormat,
+        typer.Option(
+            "--format",
+            help="tpk: a tokpack container; ecdc: EnCodec's own .ecdc file (one stream, audio at the model's rate and channels).",
+        ),
+    ] = FileFormat.tpk,
     force: opt.Force = False,
     weights: opt.Weights = None,
     device: opt.DeviceOpt = opt.Device.cpu,
@@ -49,14 +62,17 @@ def encode_command(
     verbose: opt.Verbose = 0,
     debug: opt.Debug = False,
 ) -> None:
-    """Encode audio into .tpk token containers (default: each INPUT with suffix .tpk)."""
+    """Encode audio into .tpk token containers or .ecdc files (default: each INPUT with suffix .tpk or .ecdc)."""
     say = make_messages(quiet, verbose, debug)
-    planned = batch_run.plan(inputs, suffix=".tpk", walk_suffixes=AUDIO_SUFFIXES, recursive=recursive,
+    if file_format is FileFormat.ecdc:
+        batch_run.checked(check_ecdc_options, channels=channels.value)
+    planned = batch_run.plan(inputs, suffix=f".{file_format.value}", walk_suffixes=AUDIO_SUFFIXES, recursive=recursive,
                              output=output, output_dir=output_dir, stdout=stdout)
     batch_run.check_stdout(say, planned, json_output=json_output, force=force)
     options = EncodeOptions(
         model=model, bandwidth=bandwidth, weights=None if weights is None else str(weights), device=device.value,
         threads=default_threads(resolve_jobs(jobs, len(planned)), threads), channels=channels.value, force=force,
+        container=file_format.value,
     )
     batch_run.run(say, planned, encode_job, options, kind="encode", n_jobs=jobs, json_output=json_output,
                   progress=progress)

@@ -36,6 +36,15 @@ Weights = Annotated[
         dir_okay=False,
     ),
 ]
+LmWeights = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--lm-weights",
+        metavar="PATH",
+        help="EnCodec LM checkpoint for LM-coded tokens, instead of the cached official one (also: TOKPACK_LM_WEIGHTS).",
+        dir_okay=False,
+    ),
+]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
 Threads = Annotated[
     Optional[int],
