@@ -270,6 +270,26 @@ def test_malformed_files_are_typed_errors(data, error, message, test_24khz, test
     assert message in str(err.value)
 
 
+def test_a_huge_claimed_length_costs_nothing_up_front():
+    """2^48 samples claimed in 60 bytes: counted, not enumerated; the data runs out."""
+    for name, chunks, frames, codes in (("test_24khz", 1_172_812_403, 879_609_302_221, "51 of 750"),
+                                        ("test_48khz", 592_329_497, 888_494_244_667, "48 of 150")):
+        data = header(b'{"m": "%s", "al": 281474976710656, "nc": 1, "lm": false}' % name.encode())
+        reader = EcdcReader(io.BytesIO(data + bytes(64)))  # 48 kHz: a scale, then 60 bytes
+        assert (reader.trailer.n_chunks, reader.trailer.total_frames) == (chunks, frames)
+        with pytest.raises(Truncated, match=f"segment 0: data ends after {codes} codes"):
+            next(iter(reader))
+
+
+def test_totals_match_the_chunks(test_48khz):
+    from tokpack.codec.ecdc import EcdcInfo
+
+    for n in (1, 480, 47_520, 47_999, 48_000, 48_001, 95_040, 95_520, 95_521, 200_000):
+        info = EcdcInfo(test_48khz.spec, n, 1, False, 0)
+        frames = list(info.segment_frames())
+        assert info.totals() == (-(-len(frames) // 10), sum(frames)), n
+
+
 def test_a_good_file_of_the_malformed_kind_decodes(test_24khz):
     assert decode_to_array(io.BytesIO(header(GOOD) + bytes(5)), model=test_24khz).shape == (640, 1)
 

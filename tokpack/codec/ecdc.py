@@ -25,6 +25,7 @@ which encodec's ``decompress`` refuses, as it should (other weights).
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import struct
@@ -98,12 +99,30 @@ class EcdcInfo:
     def model(self) -> str:
         return self.spec.name
 
-    def segments(self) -> list[tuple[int, int]]:
-        """(first sample, length) of each segment, as encodec cuts the signal."""
+    def segment_frames(self) -> Iterator[int]:
+        """Frames of each segment, as encodec cuts the signal; lazily, as a header may
+        claim 2^48 samples (billions of segments) in a few bytes."""
         spec, n = self.spec, self.audio_length
         if not spec.segmented:
-            return [(0, n)] if n else []
-        return [(a, min(n - a, spec.segment_length)) for a in range(0, n, spec.segment_stride)]
+            if n:
+                yield frames_of(n, spec.hop_length)
+            return
+        for start in range(0, n, spec.segment_stride):
+            yield frames_of(min(n - start, spec.segment_length), spec.hop_length)
+
+    def totals(self) -> tuple[int, int]:
+        """(chunks, frames) an EcdcReader yields, computed without enumerating segments."""
+        spec, n = self.spec, self.audio_length
+        if not spec.segmented:
+            frames = frames_of(n, spec.hop_length)
+            return -(-frames // spec.frames_per_chunk), frames
+        length, stride = spec.segment_length, spec.segment_stride
+        n_segments = -(-n // stride)
+        full = (n - length) // stride + 1 if n >= length else 0
+        frames = full * frames_of(length, spec.hop_length) + sum(
+            frames_of(n - k * stride, spec.hop_length) for k in range(full, n_segments))  # <= 2
+        per_chunk = spec.frames_per_chunk // frames_of(length, spec.hop_length)
+        return -(-n_segments // per_chunk), frames
 
     def header(self) -> Header:
         """The equivalent .tpk header: model rate and channels are the source's."""
@@ -214,9 +233,8 @@ class EcdcReader:
             if isinstance(exc, FormatError) and exc.path is None:
                 exc.path = self.path
             raise
-        self._plan = list(self._chunk_plan())
-        self.trailer = Trailer(n_chunks=len(self._plan),
-                               total_frames=sum(sum(f for _, f in c) for c in self._plan),
+        n_chunks, total_frames = self.info.totals()
+        self.trailer = Trailer(n_chunks=n_chunks, total_frames=total_frames,
                                source_frames=self.info.audio_length,
                                model_samples=self.info.audio_length, token_digest=b"")
 
@@ -227,17 +245,17 @@ class EcdcReader:
 
     def _chunk_plan(self) -> Iterator[list[tuple[int, int]]]:
         """Per chunk: (segment index, frames) of its segments (a 24 kHz file is one
-        segment cut into chunks of frames_per_chunk frames)."""
+        segment cut into chunks of frames_per_chunk frames); lazily."""
         spec = self.info.spec
-        frames = [frames_of(n, spec.hop_length) for _, n in self.info.segments()]
         if not spec.segmented:
-            total = frames[0] if frames else 0
+            total = self.trailer.total_frames
             for first in range(0, total, spec.frames_per_chunk):
                 yield [(0, min(spec.frames_per_chunk, total - first))]
             return
+        segments = enumerate(self.info.segment_frames())
         per_chunk = spec.frames_per_chunk // self.header.segment_frames
-        for first in range(0, len(frames), per_chunk):
-            yield [(i, frames[i]) for i in range(first, min(first + per_chunk, len(frames)))]
+        while chunk := list(itertools.islice(segments, per_chunk)):
+            yield chunk
 
     @property
     def bytes_read(self) -> int:
@@ -268,7 +286,7 @@ class EcdcReader:
     def _chunks(self) -> Iterator[Chunk]:
         first_frame = 0
         run = None  # the 24 kHz file's one coded run, read across chunks
-        for index, segments in enumerate(self._plan):
+        for index, segments in enumerate(self._chunk_plan()):
             offset = self._src.offset
             tokens, scales, coded = [], [], 0
             for segment, n_frames in segments:
