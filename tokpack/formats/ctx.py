@@ -24,13 +24,17 @@ def quantize(weights: np.ndarray, total: int) -> np.ndarray:
     """Integers proportional to ``weights`` (last axis) summing to ``total``: floors, then
     the remainder to the largest (first on ties). ``weights * total`` must fit in int64."""
     weights = np.asarray(weights, dtype=np.int64)
-    out = weights * total // weights.sum(axis=-1, keepdims=True)
+    return _spread(weights, weights.sum(axis=-1, keepdims=True), total)
+
+
+def _spread(weights: np.ndarray, weight_sum: int, total: int) -> np.ndarray:
+    """:func:`quantize` with the weights' sum known beforehand."""
+    out = weights * total // weight_sum
     rest = total - out.sum(axis=-1)
-    top = out.argmax(axis=-1)
     if out.ndim == 1:
-        out[top] += rest
+        out[out.argmax()] += rest
     else:
-        out[np.arange(out.shape[0]), top] += rest
+        out[np.arange(out.shape[0]), out.argmax(axis=-1)] += rest
     return out
 
 
@@ -51,15 +55,30 @@ class _Row:
         weights = self.book.strength * self.book.order0 + self.counts * spec.PRIOR_ONE
         return quantize(weights, self.free)
 
-    def mixed(self, order0: np.ndarray, prevs: np.ndarray) -> np.ndarray:
-        """Frequencies [len(prevs), size] for symbols whose previous frame's codes are ``prevs``."""
+    def mixing(self, order0: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """For a block: the order-0 part and the rank part of the mixed weights, and their
+        total (the same for every symbol of the block)."""
         book = self.book
         ranks = quantize(book.rank_strength * book.ranks + self.rank_counts * spec.PRIOR_ONE,
                          _FREE_TOTAL)
-        rows = np.repeat(((spec.PRIOR_MIX_ONE - book.mix) * order0)[np.newaxis], len(prevs), 0)
+        base = (spec.PRIOR_MIX_ONE - book.mix) * order0
+        extra = book.mix * ranks
+        return base, extra, int(base.sum() + extra.sum())
+
+    def mixed(self, mixing, prevs: np.ndarray) -> np.ndarray:
+        """Frequencies [len(prevs), size] for symbols whose previous frame's codes are ``prevs``."""
+        base, extra, total = mixing
+        rows = np.repeat(base[np.newaxis], len(prevs), 0)
         # a code's neighbours are distinct, so no (row, column) pair repeats
-        rows[np.arange(len(prevs))[:, np.newaxis], self.neighbours[prevs]] += book.mix * ranks
-        return quantize(rows, self.free)
+        rows[np.arange(len(prevs))[:, np.newaxis], self.neighbours[prevs]] += extra
+        return _spread(rows, total, self.free)
+
+    def mixed_one(self, mixing, prev: int) -> np.ndarray:
+        """:meth:`mixed` for one symbol (the decoder's sequential path), same numbers."""
+        base, extra, total = mixing
+        row = base.copy()
+        row[self.neighbours[prev]] += extra
+        return _spread(row, total, self.free)
 
     def update(self, block: np.ndarray, ranks: np.ndarray | None) -> None:
         self.counts += np.bincount(block, minlength=self.size)
@@ -126,10 +145,11 @@ def _block_rows(row_model: _Row, order0: np.ndarray, row: np.ndarray, start: int
                 n: int) -> np.ndarray:
     """Frequencies of a block's symbols with the neighbour model (the chunk's first frame
     has no predecessor: order-0 alone)."""
+    mixing = row_model.mixing(order0)
     if start:
-        return row_model.mixed(order0, row[start - 1 : start + n - 1])
+        return row_model.mixed(mixing, row[start - 1 : start + n - 1])
     first = order0[np.newaxis]
-    return first if n == 1 else np.concatenate([first, row_model.mixed(order0, row[: n - 1])])
+    return first if n == 1 else np.concatenate([first, row_model.mixed(mixing, row[: n - 1])])
 
 
 def decode(data: bytes, shape: tuple[int, int, int], prior: Prior,
@@ -158,8 +178,9 @@ def decode(data: bytes, shape: tuple[int, int, int], prior: Prior,
                 row[start : start + n] = block
                 row_model.update(row[start : start + n], None)
                 continue
+            mixing = row_model.mixing(order0)
             for t in range(start, start + n):
-                freqs = order0 if t == 0 else row_model.mixed(order0, row[t - 1 : t])[0]
+                freqs = order0 if t == 0 else row_model.mixed_one(mixing, row[t - 1])
                 row[t] = decoder.decode(model.Categorical(freqs.astype(np.float64),
                                                           perfect=False))
             block = row[start : start + n]
