@@ -1,5 +1,6 @@
 """tokpack inspect: exact JSON, numbers recomputed independently, no torch."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -61,6 +62,7 @@ def test_json_of_a_golden_file_is_exact():
         "file_bytes": 229,
         "model_id": "test_24khz",
         "weights_sha256": obj["weights_sha256"],
+        "prior_sha256": None,  # a 1.0 file
         "model_sample_rate": 24000,
         "model_channels": 1,
         "frame_rate_hz": 75.0,
@@ -80,7 +82,7 @@ def test_json_of_a_golden_file_is_exact():
         "compression_ratio": 3200 / 229,
         "token_bytes": 13,
         "overhead_bytes": 216,
-        "coders": {"pack": 2, "pack_zstd": 0, "planes_zstd": 0},
+        "coders": {"pack": 2, "pack_zstd": 0, "planes_zstd": 0, "ctx": 0},
         "codebooks": obj["codebooks"],
     }
     assert len(obj["weights_sha256"]) == 64
@@ -130,3 +132,17 @@ def test_inspect_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_ctx_containers_show_their_prior_and_need_it(tmp_path):
+    path = DATA / "ctx_prior.tpk"
+    result = runner.invoke(app, ["inspect", "--json", str(path)])
+    assert result.exit_code == 1 and "PriorNotFound" not in result.stderr
+    assert "not here: pass its .tpp file with --prior" in result.stderr
+    result = runner.invoke(app, ["inspect", "--json", "--prior", str(DATA / "golden.tpp"), str(path)])
+    assert result.exit_code == 0, result.stderr
+    obj = json.loads(result.stdout)
+    assert obj["coders"]["ctx"] == 2 and obj["prior_sha256"] == hashlib.sha256(
+        (DATA / "golden.tpp").read_bytes()).hexdigest()
+    uniform = json.loads(runner.invoke(app, ["inspect", "--json", str(DATA / "ctx_uniform.tpk")]).stdout)
+    assert uniform["prior_sha256"] == "0" * 64

@@ -12,6 +12,7 @@ import torch
 
 from tokpack.codec import engine
 from tokpack.codec.engine import decode, encode, encode_array
+from tokpack.codec.priors import default_prior
 from tokpack.codec.framing import segment_bounds
 from tokpack.codec.threads import torch_threads
 from tokpack.errors import AudioError, FormatError, ModelError, WeightsMismatch
@@ -134,10 +135,14 @@ def test_header_fields(test_24khz, signals):
         model_channels=1, source_sample_rate=44_100, source_channels=2, n_streams=1,
         channel_mode=ChannelMode.DOWNMIX, segment_length=0, segment_stride=0,
         frames_per_chunk=750, resampler=Resampler.SINC_HANN, source_frames=4410,
-        model_samples=2400)
+        model_samples=2400, version_minor=1, prior_sha256=h.prior_sha256)
     assert (er.model, er.bandwidth_kbps, er.n_codebooks, er.channel_mode) == (
         "test_24khz", 1.5, 2, "downmix")
     assert er.weights_sha256 == test_24khz.weights_sha256.hex()
+    # --entropy auto names the prior shipped for these weights (the uniform one if none is)
+    shipped = default_prior("test_24khz", test_24khz.weights_sha256)
+    assert er.prior_sha256 == h.prior_sha256.hex() == (
+        shipped.sha256.hex() if shipped is not None else "0" * 64)
 
 
 def test_header_fields_48khz(test_48khz, signals):

@@ -246,6 +246,8 @@ class EncodeOptions:
     force: bool = False
     container: str = "tpk"  # or "ecdc"
     lm_weights: str | None = None
+    coder: str = "auto"  # --entropy
+    prior: str | None = None  # --prior: a .tpp path, "uniform", or None for the default
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,7 @@ class DecodeOptions:
     force: bool = False
     salvage: bool = False
     lm_weights: str | None = None
+    priors: tuple[str, ...] = ()  # --prior: .tpp files that may hold a container's prior
 
 
 _MODELS: dict = {}  # per process: (name, weights, device) -> LoadedModel
@@ -348,7 +351,8 @@ def encode_job(options: EncodeOptions, job: Job) -> JobResult:
         r = encode(
             _source(job), _target(job), model=model, bandwidth=options.bandwidth, weights=options.weights,
             device=options.device, threads=options.threads, channels=options.channels,
-            container=options.container, lm_weights=options.lm_weights,
+            container=options.container, lm_weights=options.lm_weights, coder=options.coder,
+            prior=options.prior,
         )
         return JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
@@ -369,7 +373,7 @@ def decode_job(options: DecodeOptions, job: Job) -> JobResult:
             src, _target(job), sample_rate=options.sample_rate, subtype=options.subtype,
             force_weights=options.force_weights, threads=options.threads,
             model=_model(model_id, options.weights, options.device), salvage=options.salvage,
-            lm_weights=options.lm_weights,
+            lm_weights=options.lm_weights, priors=options.priors,
         )
         result = JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
@@ -392,7 +396,8 @@ def verify_job(options: DecodeOptions, job: Job) -> JobResult:
     def run() -> JobResult:
         src = _source(job)
         f = open(src, "rb") if isinstance(src, Path) else src
-        with f, open_tokens(f, job.source, lm_weights=options.lm_weights) as reader:
+        with f, open_tokens(f, job.source, lm_weights=options.lm_weights,
+                            priors=options.priors) as reader:
             check_header_fits(reader.header, get_spec(reader.header.model_id))
             for _ in reader:
                 pass

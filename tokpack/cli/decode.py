@@ -52,6 +52,7 @@ def decode_command(
     ] = False,
     weights: opt.Weights = None,
     lm_weights: opt.LmWeights = None,
+    prior: opt.Priors = None,
     device: opt.DeviceOpt = opt.Device.cpu,
     threads: opt.Threads = None,
     jobs: opt.Jobs = 1,
@@ -74,6 +75,7 @@ def decode_command(
         force_weights=force_weights, salvage=salvage, device=device.value,
         threads=default_threads(resolve_jobs(jobs, len(planned)), threads), force=force,
         lm_weights=None if lm_weights is None else str(lm_weights),
+        priors=tuple(str(p) for p in prior or ()),
     )
     if test:
         batch_run.run(say, planned, verify_job, options, kind="verify", n_jobs=1, json_output=json_output,

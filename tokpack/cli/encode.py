@@ -10,8 +10,9 @@ import typer
 from tokpack.batch import AUDIO_SUFFIXES, EncodeOptions, default_threads, encode_job, resolve_jobs
 from tokpack.cli import batch_run
 from tokpack.cli import options as opt
-from tokpack.cli.output import make_messages
+from tokpack.cli.output import make_messages, usage_error
 from tokpack.codec.ecdc import check_ecdc_options
+from tokpack.codec.priors import check_tpk_options
 
 
 class ChannelsMode(str, Enum):
@@ -22,6 +23,15 @@ class ChannelsMode(str, Enum):
 class FileFormat(str, Enum):
     tpk = "tpk"
     ecdc = "ecdc"
+
+
+class Entropy(str, Enum):
+    auto = "auto"
+    ctx = "ctx"
+    zstd = "zstd"
+    planes = "planes"
+    pack = "pack"
+    encodec_lm = "encodec-lm"
 
 
 def encode_command(
@@ -51,8 +61,25 @@ def encode_command(
             help="tpk: a tokpack container; ecdc: EnCodec's own .ecdc file (one stream, audio at the model's rate and channels).",
         ),
     ] = FileFormat.tpk,
+    entropy: Annotated[
+        Entropy,
+        typer.Option(
+            "--entropy",
+            "-e",
+            help="Token coder. .tpk: auto (the smallest per chunk: CTX or zstd), ctx, zstd, planes, pack. .ecdc: auto (bit-packed) or encodec-lm (EnCodec's LM).",
+        ),
+    ] = Entropy.auto,
+    prior: Annotated[
+        Optional[str],
+        typer.Option(
+            "--prior",
+            metavar="FILE",
+            help="CTX prior: a .tpp file (tokpack train-prior), or 'uniform' (default: the one shipped for the model's weights, else uniform).",
+        ),
+    ] = None,
     force: opt.Force = False,
     weights: opt.Weights = None,
+    lm_weights: opt.LmWeights = None,
     device: opt.DeviceOpt = opt.Device.cpu,
     threads: opt.Threads = None,
     jobs: opt.Jobs = 1,
@@ -65,14 +92,19 @@ def encode_command(
     """Encode audio into .tpk token containers or .ecdc files (default: each INPUT with suffix .tpk or .ecdc)."""
     say = make_messages(quiet, verbose, debug)
     if file_format is FileFormat.ecdc:
-        batch_run.checked(check_ecdc_options, channels=channels.value)
+        batch_run.checked(check_ecdc_options, coder=entropy.value, channels=channels.value)
+        if prior is not None:
+            raise usage_error("--prior is for .tpk containers (CTX coding)")
+    else:
+        batch_run.checked(check_tpk_options, entropy.value, prior)
     planned = batch_run.plan(inputs, suffix=f".{file_format.value}", walk_suffixes=AUDIO_SUFFIXES, recursive=recursive,
                              output=output, output_dir=output_dir, stdout=stdout)
     batch_run.check_stdout(say, planned, json_output=json_output, force=force)
     options = EncodeOptions(
         model=model, bandwidth=bandwidth, weights=None if weights is None else str(weights), device=device.value,
         threads=default_threads(resolve_jobs(jobs, len(planned)), threads), channels=channels.value, force=force,
-        container=file_format.value,
+        container=file_format.value, coder=entropy.value, prior=prior,
+        lm_weights=None if lm_weights is None else str(lm_weights),
     )
     batch_run.run(say, planned, encode_job, options, kind="encode", n_jobs=jobs, json_output=json_output,
                   progress=progress)

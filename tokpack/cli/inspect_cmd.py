@@ -26,6 +26,8 @@ def _rows(s) -> list[tuple[str, str]]:
         ("compression", f"{s.compression_ratio:.1f}x vs 16-bit PCM"),
         ("overhead", f"{s.overhead_bytes} bytes (header, framing, segment tables, END)"),
         ("coders", ", ".join(f"{name} {n}" for name, n in s.coders.items() if n) or "none"),
+        ("prior", "none (format 1.0)" if s.prior_sha256 is None
+         else "uniform" if not s.prior_sha256.strip("0") else s.prior_sha256),
     ]
 
 
@@ -68,6 +70,7 @@ def inspect_command(
     files: Annotated[list[str], typer.Argument(metavar="FILE...", help="Containers to inspect ('-' for stdin).")],
     json_output: Annotated[bool, typer.Option("--json", help="One NDJSON object per file on stdout.")] = False,
     max_kbps: opt.MaxKbps = None,
+    prior: opt.Priors = None,
     quiet: opt.Quiet = 0,
     verbose: opt.Verbose = 0,
     debug: opt.Debug = False,
@@ -79,7 +82,8 @@ def inspect_command(
     failed = False
     for name in files:
         try:
-            stats = container_stats(sys.stdin.buffer if name == "-" else name, path="<stdin>" if name == "-" else None)
+            stats = container_stats(sys.stdin.buffer if name == "-" else name, path="<stdin>" if name == "-" else None,
+                                    priors=prior or ())
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except (TokpackError, OSError) as exc:

@@ -45,6 +45,15 @@ LmWeights = Annotated[
         dir_okay=False,
     ),
 ]
+Priors = Annotated[
+    Optional[list[Path]],
+    typer.Option(
+        "--prior",
+        metavar="FILE",
+        help="A .tpp prior that CTX-coded containers may name (repeatable; also: the directories of TOKPACK_PRIOR_PATH).",
+        dir_okay=False,
+    ),
+]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="Where the model runs.")]
 Threads = Annotated[
     Optional[int],

@@ -69,6 +69,7 @@ class EncodeResult:
     bitrate_bps: float  # bytes_out * 8 / duration_s (0.0 for empty input)
     seconds: float  # wall time of the call
     weights_sha256: str  # hex
+    prior_sha256: str | None = None  # hex, the CTX prior the container names (None: no CTX)
 
 
 @dataclass
@@ -271,7 +272,7 @@ class _LengthChanged(Exception):
 def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
            bandwidth: float | None = None, weights=None, device: str = "cpu",
            threads: int | None = None, channels: str = "auto", coder: str = "auto",
-           container: str = "tpk", lm_weights=None) -> EncodeResult:
+           container: str = "tpk", lm_weights=None, prior=None) -> EncodeResult:
     """Encode an audio file (path or binary file object) into a container at ``dst``.
 
     ``model`` is a model name or a LoadedModel (to reuse one across files). A ``dst``
@@ -282,12 +283,17 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
     codes are bit-packed, or LM-coded with ``coder="encodec-lm"`` (the LM of the model:
     ``lm_weights`` or the usual search); it holds one token stream and the audio at the
     model's rate and channels only. UsageError for options .ecdc cannot take.
+
+    ``coder`` for .tpk: "auto" (the smallest per chunk, CTX included), "ctx", "zstd",
+    "planes" or "pack". ``prior`` (for "auto" and "ctx"): None or "auto" for the prior
+    shipped or found for these weights (codec.priors.default_prior; else the uniform one),
+    "uniform", a .tpp path, or a formats.prior.Prior.
     """
     t0 = time.perf_counter()
     spec = get_spec(model) if isinstance(model, str) else model.spec
     bw = spec.default_bandwidth if bandwidth is None else bandwidth
     n_q = spec.n_codebooks(bw)  # a bad bandwidth fails before any work
-    new_writer = _writer_factory(container, coder, channels, spec, lm_weights)
+    new_writer = _writer_factory(container, coder, channels, spec, lm_weights, prior)
 
     import torch
 
@@ -336,14 +342,58 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
         bitrate_bps=bytes_out * 8 / duration if duration > 0 else 0.0,
         seconds=time.perf_counter() - t0,
         weights_sha256=loaded.weights_hex,
+        prior_sha256=new_writer.prior_sha256,
     )
 
 
-def _writer_factory(container: str, coder: str, channels: str, spec: ModelSpec, lm_weights):
+class _TpkWriters:
+    """``new_writer(f, header)`` for .tpk; the prior is chosen once, from the weights."""
+
+    def __init__(self, coder: str, prior) -> None:
+        from tokpack.codec.priors import check_tpk_options
+
+        check_tpk_options(coder, prior)
+        self.coder = coder
+        self.choice = prior
+        self.prior_sha256: str | None = None
+
+    def __call__(self, f, header: Header) -> ContainerWriter:
+        prior = None
+        if self.coder in ("auto", "ctx"):
+            prior = _fitting_prior(self.choice, header)
+        writer = ContainerWriter(f, header, coder=self.coder, prior=prior)
+        if writer.header.prior_sha256 is not None:
+            self.prior_sha256 = writer.header.prior_sha256.hex()
+        return writer
+
+
+def _fitting_prior(choice, header: Header):
+    """The prior ``choice`` names for tokens like ``header``'s; UsageError if it cannot code them."""
+    from tokpack.codec.priors import choose_prior
+    from tokpack.formats.prior import Prior
+
+    prior = choice if isinstance(choice, Prior) else choose_prior(
+        choice, header.model_id, header.weights_sha256)
+    if prior is None:
+        return None
+    if prior.model_id != header.model_id:
+        raise UsageError(f"the prior {choice} was trained for {prior.model_id}, "
+                         f"not {header.model_id}")
+    if prior.codebook_size != header.codebook_size or prior.n_codebooks < header.n_codebooks:
+        raise UsageError(f"the prior {choice} has {prior.n_codebooks} codebook(s) of "
+                         f"{prior.codebook_size} codes; {header.n_codebooks} of "
+                         f"{header.codebook_size} are needed")
+    return prior
+
+
+def _writer_factory(container: str, coder: str, channels: str, spec: ModelSpec, lm_weights,
+                    prior=None):
     """``new_writer(f, header)`` for ``container``; fails before any work is done (an
-    option .ecdc cannot take, an LM that cannot be found)."""
+    option .ecdc cannot take, an LM that cannot be found). It has ``prior_sha256``."""
     if container == "tpk":
-        return lambda f, header: ContainerWriter(f, header, coder=coder)
+        return _TpkWriters(coder, prior)
+    if prior not in (None, "auto"):
+        raise UsageError("--prior is for .tpk containers (CTX coding)")
     if container != "ecdc":
         raise ValueError(f"container must be 'tpk' or 'ecdc', got {container!r}")
     from tokpack.codec.ecdc import EcdcWriter, check_ecdc_options
@@ -353,7 +403,9 @@ def _writer_factory(container: str, coder: str, channels: str, spec: ModelSpec, 
         from tokpack.codec.lm import load_lm
 
         lm = load_lm(spec, lm_weights)
-    return lambda f, header: EcdcWriter(f, header, lm=lm)
+    new_writer = lambda f, header: EcdcWriter(f, header, lm=lm)  # noqa: E731
+    new_writer.prior_sha256 = None
+    return new_writer
 
 
 def _encode_into(dst: Src, reader: audio_io.AudioReader, header: Header,
@@ -429,11 +481,12 @@ class _CountingReader:
 
 
 def open_tokens(f: BinaryIO, label: str, *, salvage: bool = False,
-                lm_weights=None) -> ChunkSource | EcdcReader:
+                lm_weights=None, priors=()) -> ChunkSource | EcdcReader:
     """A reader of the tokens in ``f``: a .tpk container (ContainerReader, or SalvageReader
     with ``salvage``) or, by its magic, EnCodec's .ecdc file (codec.ecdc.EcdcReader; an
     LM-coded one loads the LM: ``lm_weights`` or the usual search). A ``label`` ending in
-    .ecdc without the magic fails as a bad .ecdc file."""
+    .ecdc without the magic fails as a bad .ecdc file. ``priors``: .tpp files to look in
+    for the CTX prior a container names (besides $TOKPACK_PRIOR_PATH and the shipped ones)."""
     from tokpack.codec.ecdc import MAGIC, EcdcReader
 
     reader = f if isinstance(f, _CountingReader) else _CountingReader(f)
@@ -442,7 +495,9 @@ def open_tokens(f: BinaryIO, label: str, *, salvage: bool = False,
             raise UsageError("--salvage reads .tpk containers; an .ecdc file has no checksums "
                              "to tell what is intact")
         return EcdcReader(reader, path=label, lm_weights=lm_weights)
-    return SalvageReader(reader) if salvage else ContainerReader(reader, path=label)
+    if salvage:
+        return SalvageReader(reader, priors=priors)
+    return ContainerReader(reader, path=label, priors=priors)
 
 
 def read_model_id(src: Src) -> str:
@@ -669,7 +724,7 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
            format: str | None = None, weights=None, force_weights: bool = False,
            device: str = "cpu", threads: int | None = None, channels: str = "original",
            model: LoadedModel | None = None, salvage: bool = False,
-           lm_weights=None) -> DecodeResult:
+           lm_weights=None, priors=()) -> DecodeResult:
     """Decode a container (path or binary file object) to WAV/FLAC at ``dst``.
 
     ``sample_rate``: "original" (default), "model", or Hz. ``channels``: "original"
@@ -689,6 +744,9 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     at the model's rate and channels to its recorded length ("original" is the model's);
     it records no weights, so none are checked. An LM-coded one needs the model's LM
     (``lm_weights`` or the usual search).
+
+    ``priors``: .tpp files (or Priors) that may hold the CTX prior the container names;
+    $TOKPACK_PRIOR_PATH and the shipped priors are searched too (PriorNotFound if absent).
     """
     if channels not in ("original", "model"):
         raise ValueError(f"channels must be 'original' or 'model', got {channels!r}")
@@ -701,7 +759,8 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     try:
         import torch
 
-        reader = open_tokens(counter, label, salvage=salvage, lm_weights=lm_weights)
+        reader = open_tokens(counter, label, salvage=salvage, lm_weights=lm_weights,
+                             priors=priors)
         ecdc = not isinstance(reader, (ContainerReader, SalvageReader))
         with torch_threads(threads), torch.inference_mode():
             header = reader.header

@@ -120,3 +120,14 @@ def choose_prior(choice: str | os.PathLike | None, model_id: str,
     if choice in ("uniform", "none"):
         return None
     return prior_files.load(choice)
+
+
+def check_tpk_options(coder: str, prior) -> None:
+    """UsageError for an --entropy/--prior pair a .tpk container cannot take."""
+    from tokpack.formats.coding import CODER_CHOICES
+
+    if coder not in CODER_CHOICES:
+        hint = " (EnCodec's LM codes .ecdc files: --format ecdc)" if coder == "encodec-lm" else ""
+        raise UsageError(f"--entropy {coder} is not a .tpk coder{hint}")
+    if coder not in ("auto", "ctx") and prior not in (None, "auto"):
+        raise UsageError(f"--prior is for --entropy auto or ctx, not {coder}")
