@@ -1,0 +1,105 @@
+"""--entropy, --prior and train-prior through the CLI (test_24khz)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tokpack.cli import app
+from tokpack.formats import Coder, ContainerReader, read_header
+from tokpack.formats import prior as prior_files
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, signals):
+    """Three 1.5 s clips of chirps and noise at 24 kHz."""
+    d = tmp_path_factory.mktemp("ctx")
+    paths = []
+    for i in range(3):
+        x = 0.4 * signals.chirp(36_000, f0=100 + 150 * i) + signals.noise(36_000, amp=0.05, seed=i)
+        paths.append(signals.write(d / f"clip{i}.wav", x, 24_000))
+    return paths
+
+
+def encode(*args):
+    result = runner.invoke(app, ["encode", "-m", "test_24khz", "-q", *map(str, args)])
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
+def test_entropy_choices_decode_to_the_same_audio(clips, tmp_path):
+    audio = {}
+    for entropy in ("auto", "ctx", "zstd", "pack"):
+        tpk = tmp_path / f"{entropy}.tpk"
+        encode(clips[0], "-o", tpk, "--entropy", entropy)
+        coders = {c.coder for c in ContainerReader(tpk)}
+        if entropy in ("ctx", "pack"):
+            assert coders == {Coder.CTX if entropy == "ctx" else Coder.PACK}
+        assert (read_header(tpk).version_minor == 1) == (entropy in ("auto", "ctx"))
+        wav = tmp_path / f"{entropy}.wav"
+        assert runner.invoke(app, ["decode", str(tpk), "-o", str(wav), "-q"]).exit_code == 0
+        audio[entropy] = wav.read_bytes()
+    assert len(set(audio.values())) == 1
+    sizes = {e: (tmp_path / f"{e}.tpk").stat().st_size for e in audio}
+    assert sizes["auto"] <= min(sizes["ctx"], sizes["zstd"]) + 32  # 1.1 header: 32 bytes more
+
+
+def test_usage_errors(clips, tmp_path):
+    out = str(tmp_path / "x.tpk")
+    for args, message in (
+        (["--entropy", "encodec-lm"], "--format ecdc"),
+        (["--entropy", "zstd", "--prior", "uniform"], "--prior is for --entropy auto or ctx"),
+        (["--format", "ecdc", "--prior", "uniform"], "--prior is for .tpk"),
+    ):
+        result = runner.invoke(app, ["encode", str(clips[0]), "-m", "test_24khz", "-o", out, *args])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_train_prior_then_encode_and_decode_with_it(clips, tmp_path, monkeypatch):
+    tpp = tmp_path / "mine.tpp"
+    result = runner.invoke(app, ["train-prior", str(clips[0].parent), "-m", "test_24khz",
+                                 "-o", str(tpp), "--json", "-T", "2"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    prior = prior_files.load(tpp)
+    assert report["sha256"] == hashlib.sha256(tpp.read_bytes()).hexdigest() == prior.sha256.hex()
+    assert report["files"] == 3 and report["folds"] == 3 and prior.n_codebooks == 32
+    assert len(report["mix"]) == 32 and report["audio_seconds"] == pytest.approx(4.5, abs=0.1)
+    again = runner.invoke(app, ["train-prior", str(clips[0]), "-m", "test_24khz", "-o", str(tpp)])
+    assert again.exit_code == 2 and "exists" in again.stderr
+
+    tpk, wav = tmp_path / "x.tpk", tmp_path / "x.wav"
+    encode(clips[1], "-o", tpk, "--entropy", "ctx", "--prior", tpp)
+    assert read_header(tpk).prior_sha256 == prior.sha256
+    monkeypatch.delenv(prior_files.PATH_VARIABLE, raising=False)
+    missing = runner.invoke(app, ["decode", str(tpk), "-o", str(wav)])
+    assert missing.exit_code == 1
+    assert f"tokpack: {tpk}: the tokens were coded with the CTX prior {prior.sha256.hex()}" in missing.stderr
+    assert not wav.exists()
+    result = runner.invoke(app, ["decode", str(tpk), "-o", str(wav), "--prior", str(tpp), "-q"])
+    assert result.exit_code == 0, result.stderr
+    monkeypatch.setenv(prior_files.PATH_VARIABLE, str(tmp_path))
+    assert runner.invoke(app, ["decode", "-t", str(tpk)]).exit_code == 0
+    # the tokens themselves are what the uniform-prior container holds
+    plain = tmp_path / "plain.tpk"
+    encode(clips[1], "-o", plain, "--entropy", "pack")
+    ours = np.concatenate([c.tokens for c in ContainerReader(tpk)], axis=2)
+    packed = np.concatenate([c.tokens for c in ContainerReader(plain)], axis=2)
+    assert np.array_equal(ours, packed)
+
+
+def test_a_prior_for_another_model_is_refused(clips, tmp_path):
+    from tokpack.formats.prior import CodebookPrior, Prior, table
+
+    book = CodebookPrior(strength=8, order0=table(np.ones(1024, np.int64)))
+    path = tmp_path / "other.tpp"
+    Prior("test_48khz", bytes(32), 1024, (book,) * 16).save(path)
+    result = runner.invoke(app, ["encode", str(clips[0]), "-m", "test_24khz", "-o",
+                                 str(tmp_path / "x.tpk"), "--prior", str(path)])
+    assert result.exit_code == 1 and "trained for test_48khz, not test_24khz" in result.stderr
