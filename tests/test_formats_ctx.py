@@ -191,3 +191,14 @@ def test_salvage_reads_ctx_chunks_with_the_prior():
     kept = list(reader)
     assert [c.index for c in kept] == [0, 2]
     assert np.array_equal(kept[1].tokens[0], tokens[:, 100:])
+
+
+def test_a_writer_given_a_header_that_names_a_prior_finds_it(tmp_path, monkeypatch):
+    prior = neighbour_prior(64, 3)
+    tokens = walk(np.random.default_rng(7), (3, 60), 64)
+    named = loads(dumps(header(), tokens, coder="ctx", prior=prior), priors=[prior]).header
+    with pytest.raises(PriorNotFound):
+        dumps(named, tokens)
+    prior.save(tmp_path / "p.tpp")
+    monkeypatch.setenv(prior_files.PATH_VARIABLE, str(tmp_path))
+    assert dumps(named, tokens) == dumps(header(), tokens, prior=prior)

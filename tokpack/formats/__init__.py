@@ -1,4 +1,4 @@
-"""The tokpack container format (docs/FORMAT.md): numpy and zstandard only, no torch."""
+"""The tokpack container format (docs/FORMAT.md): numpy, zstandard and constriction only, no torch."""
 
 from tokpack.formats.chunk import Chunk, Trailer
 from tokpack.formats.container import (

@@ -18,7 +18,7 @@ from tokpack.formats.chunk import (
     tokens_payload_limit,
 )
 from tokpack.formats.header import Header
-from tokpack.formats.prior import Prior, uniform_prior
+from tokpack.formats.prior import Prior, resolve
 
 
 class ContainerWriter:
@@ -49,8 +49,12 @@ class ContainerWriter:
             )
         if coder in ("auto", "ctx"):
             # CTX may code chunks: a 1.1 header names the prior (zeros: the uniform one)
-            if prior is None:
-                prior = uniform_prior(header.codebook_size, header.n_codebooks)
+            if prior is None:  # the one a 1.1 header names (found as a reader finds it)
+                prior = resolve(
+                    header.prior_sha256 or spec.UNIFORM_PRIOR_SHA256,
+                    codebook_size=header.codebook_size,
+                    n_codebooks=header.n_codebooks,
+                )
             if header.version_minor and header.prior_sha256 != prior.sha256:
                 raise ValueError("the header names another prior than the one given")
             header = dataclasses.replace(header, version_minor=1, prior_sha256=prior.sha256)
