@@ -27,6 +27,7 @@ from tokpack.formats import (
     read_header,
     read_tokens,
 )
+from tokpack.errors import PriorNotFound
 from tokpack.formats.prior import uniform_prior
 from tokpack.formats.spec import CHUNK_FRAMING_SIZE, END_CHUNK_SIZE
 
@@ -353,6 +354,9 @@ def test_writer_api_misuse():
     with pytest.raises(ValueError, match="minor"):
         ContainerWriter(io.BytesIO(), make_header(version_minor=2))
     with pytest.raises(ValueError, match="another prior"):
+        ContainerWriter(io.BytesIO(), make_header(version_minor=1, prior_sha256=b"x" * 32),
+                        prior=uniform_prior(1024, 4))
+    with pytest.raises(PriorNotFound):  # a header that names a prior nobody has
         ContainerWriter(io.BytesIO(), make_header(version_minor=1, prior_sha256=b"x" * 32))
     with pytest.raises(ValueError, match="does not use a prior"):
         ContainerWriter(io.BytesIO(), make_header(), coder="pack",
