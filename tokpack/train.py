@@ -21,6 +21,9 @@ from tokpack.formats.prior import CodebookPrior, Prior, table, uniform_prior
 STRENGTHS = (16, 64, 256, 1024, 4096)
 MIXES = (0, 32, 64, 96, 128, 176)
 MAX_FOLDS = 8
+# A neighbour model is decoded symbol by symbol (the order-0 model a block at a time): keep
+# one only where it saves at least this fraction of the codebook's held-out bits.
+MIN_NEIGHBOUR_GAIN = 0.005
 
 
 @dataclasses.dataclass
@@ -98,6 +101,8 @@ def train(files: Sequence[np.ndarray], *, codebook_size: int, model_id: str,
             bits = heldout(strength, mix)
             if bits < best:
                 best_mix, best = mix, bits
+        if best > (1 - MIN_NEIGHBOUR_GAIN) * scores[strength]:
+            best_mix, best = 0, scores[strength]  # not worth decoding symbol by symbol
         books.append(book_for(strength, best_mix))
         n = sum(len(row) for _, row in rows)
         uniform = uniform_prior(codebook_size, 1).codebooks[0]

@@ -396,16 +396,28 @@ def _writer_factory(container: str, coder: str, channels: str, spec: ModelSpec, 
         raise UsageError("--prior is for .tpk containers (CTX coding)")
     if container != "ecdc":
         raise ValueError(f"container must be 'tpk' or 'ecdc', got {container!r}")
-    from tokpack.codec.ecdc import EcdcWriter, check_ecdc_options
+    from tokpack.codec.ecdc import check_ecdc_options
 
     lm = None
     if check_ecdc_options(coder=coder, channels=channels):
         from tokpack.codec.lm import load_lm
 
         lm = load_lm(spec, lm_weights)
-    new_writer = lambda f, header: EcdcWriter(f, header, lm=lm)  # noqa: E731
-    new_writer.prior_sha256 = None
-    return new_writer
+    return _EcdcWriters(lm)
+
+
+class _EcdcWriters:
+    """``new_writer(f, header)`` for .ecdc (bit-packed, or LM-coded with ``lm``)."""
+
+    prior_sha256 = None  # .ecdc has no CTX
+
+    def __init__(self, lm) -> None:
+        self.lm = lm
+
+    def __call__(self, f, header: Header):
+        from tokpack.codec.ecdc import EcdcWriter
+
+        return EcdcWriter(f, header, lm=self.lm)
 
 
 def _encode_into(dst: Src, reader: audio_io.AudioReader, header: Header,
