@@ -55,6 +55,8 @@ def train_prior_command(
     files = _inputs(inputs)
     if not files:
         raise usage_error("no audio files or containers found in the inputs")
+    if output == "-":
+        raise usage_error("train-prior writes a file: give -o FILE.tpp")
     if Path(output).exists() and not force:
         raise usage_error(f"{output} exists (use -f to overwrite)")
     result = say.run(output, lambda: train_prior(files, output, model=model, weights=weights,
