@@ -1,7 +1,8 @@
 """Container size against plain bit packing for synthetic 10-bit token distributions.
 
-8 codebooks x 7500 frames (100 s at 75 Hz, 6 kbps), 750 frames per chunk, default coder.
-"coders 0-1" is what the container would be without the byte-plane coder (2).
+8 codebooks x 7500 frames (100 s at 75 Hz, 6 kbps), 750 frames per chunk, default coder
+(auto, with the uniform CTX prior: a 1.1 header). "coders 0-1" is what a 1.0 container would
+be with PACK and PACK_ZSTD only (no byte planes, no CTX).
 
     python scripts/format_stats.py
 """
@@ -53,7 +54,8 @@ def main() -> None:
     packed = sum(packed_size(K * n, header.bits_per_code) for n in chunk_frames)
     overhead = spec.HEADER_SIZE + len(chunk_frames) * spec.CHUNK_FRAMING_SIZE + spec.END_CHUNK_SIZE
     print(f"{K} codebooks x {T} frames of 10-bit codes, {len(chunk_frames)} chunks of {CHUNK}")
-    print(f"header + framing + END = {overhead} bytes")
+    print(f"header + framing + END = {overhead} bytes (1.0), "
+          f"{overhead + spec.HEADER_SIZE_1_1 - spec.HEADER_SIZE} (1.1)")
     columns = ("packed", "container", "ratio", "coders 0-1")
     print(f"{'distribution':12} {' '.join(f'{c:>10}' for c in columns)}  chosen")
     for name, tokens in distributions(np.random.default_rng(0)).items():
