@@ -202,3 +202,25 @@ def test_a_writer_given_a_header_that_names_a_prior_finds_it(tmp_path, monkeypat
     prior.save(tmp_path / "p.tpp")
     monkeypatch.setenv(prior_files.PATH_VARIABLE, str(tmp_path))
     assert dumps(named, tokens) == dumps(header(), tokens, prior=prior)
+
+
+def test_garbage_ctx_payloads_with_valid_crcs_are_format_errors():
+    """A crafted chunk passes its CRC; whatever its words, reading gives a FormatError (at the
+    latest the END digest) or, where they happen to decode to the same tokens, the file."""
+    from tokpack.formats.chunk import frame_chunk
+
+    rng = np.random.default_rng(8)
+    data = dumps(header(), np.zeros((3, 10), np.int64), coder="ctx")
+    first = ContainerReader(io.BytesIO(data)).header.header_size
+    end = data[-spec.END_CHUNK_SIZE:]
+    rejected = 0
+    for n_words in range(0, 40, 3):
+        for payload in (rng.integers(0, 256, 4 * n_words, np.uint8).tobytes(), b"\xff" * 4 * n_words):
+            chunk = frame_chunk(spec.ChunkType.TOKENS, Coder.CTX, 10, payload)
+            try:
+                tokens = loads(data[:first] + chunk + end).tokens
+            except FormatError:
+                rejected += 1
+            else:
+                assert not tokens.any()
+    assert rejected >= 20
