@@ -13,7 +13,7 @@ import numpy as np
 
 from tokpack.codec.registry import ModelSpec, get_spec
 from tokpack.errors import UsageError
-from tokpack.formats import ContainerReader, read_container
+from tokpack.formats import MAGIC, ContainerReader, read_container
 from tokpack.formats import prior as prior_files
 from tokpack.formats.prior import Prior
 from tokpack.train import Report, train
@@ -91,7 +91,7 @@ def train_prior(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
 
 def _is_container(path: Path) -> bool:
     with open(path, "rb") as f:
-        return f.read(4) == b"\x89TPK"
+        return f.read(len(MAGIC)) == MAGIC
 
 
 def _check_container(header, spec: ModelSpec, weights_sha256: bytes, path: Path) -> None:
