@@ -1,4 +1,5 @@
-"""The streamed causal model (test_24khz): codes equal to one pass, audio within rounding."""
+"""The streamed causal model (test_24khz): codes independent of how the signal is fed,
+agreeing with one pass (docs/PERFORMANCE.md, "Determinism"), audio within rounding."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from tokpack.codec import framing, streaming
+from tokpack.codec.agreement import compare_codes
 from tokpack.codec.threads import torch_threads
 
 #: odd lengths, and the first conv's piece/reserve boundary (20475 + 20475) +- 1
@@ -22,29 +24,79 @@ def signal(n: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy((0.5 * x / max(1e-9, np.abs(x).max())).astype(np.float32))[None]
 
 
-def streamed_codes(model, x: torch.Tensor, n_q: int, piece: int) -> np.ndarray:
+def streamed_codes(model, x: torch.Tensor, n_q: int, pieces) -> np.ndarray:
+    """Codes of ``x`` fed to a CausalEncoder in pieces of the sizes ``pieces`` yields
+    (an int: all that size)."""
+    if isinstance(pieces, int):
+        pieces = [pieces] * -(-x.shape[1] // pieces)
     enc = streaming.CausalEncoder(model, n_q)
-    parts = [enc.feed(x[:, a:a + piece]) for a in range(0, x.shape[1], piece)]
+    parts, a = [], 0
+    for size in pieces:
+        if a >= x.shape[1]:
+            break
+        parts.append(enc.feed(x[:, a:a + size]))
+        a += size
+    parts.append(enc.feed(x[:, a:]))
     parts.append(enc.finish())
     return np.concatenate(parts, axis=1)
 
 
+def streamed_embedding(model, x: torch.Tensor) -> torch.Tensor:
+    """The streamed encoder's embedding [1, D, T] (what CausalEncoder quantizes)."""
+    net = streaming.StreamedNet(streaming._plan(model, "encoder"))
+    parts = net.step(x[None], final=False) + net.step(x[None, :, :0], final=True)
+    return torch.cat(parts, dim=-1)
+
+
+def ragged(n: int, seed: int) -> list[int]:
+    """Piece sizes from 1 to 9,000 samples covering n (the way a pipe might deliver)."""
+    sizes = np.random.default_rng(seed).integers(1, 9_000, size=n // 500 + 2)
+    sizes[:: 7] = 1
+    return sizes.tolist()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
-def test_streamed_codes_equal_one_pass(test_24khz, threads):
-    """Bit-identical codes for every length and way of feeding, at 1 and 2 threads."""
+def test_streamed_codes_do_not_depend_on_the_pieces(test_24khz, threads):
+    """Guaranteed on every CPU: however the signal is fed, the encoder makes the same
+    calls (pieces of fixed sizes, set by the total length alone), so the same codes."""
     model = test_24khz.model
     with torch_threads(threads), torch.inference_mode():
         for n in LENGTHS:
             x = signal(n, seed=n)
-            want = framing.encode_unsegmented(model, x, 8)
+            want = streamed_codes(model, x, 8, 1 << 20)
             assert want.shape == (8, -(-n // 320))
-            for piece in (7_777, 1 << 18):
-                got = streamed_codes(model, x, 8, piece)
-                assert got.shape == want.shape and np.array_equal(got, want), (n, piece)
+            for pieces in (7_777, ragged(n, seed=n)):
+                got = streamed_codes(model, x, 8, pieces)
+                assert np.array_equal(got, want), (n, pieces if isinstance(pieces, int) else "ragged")
 
 
-def test_streamed_codes_equal_encodecs_own_encode(test_24khz):
-    """... and equal to encodec's EncodecModel.encode (whose weights are not folded)."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_streamed_codes_agree_with_one_pass(test_24khz, threads):
+    """Measured, not guaranteed: the one-pass encoder's calls have other shapes, so on
+    some CPUs (and thread counts) oneDNN rounds them differently. At least 97 % of the
+    codes are equal, and where a frame differs, its first differing code was a near-tie.
+    A signal short enough for one call is the one-pass computation itself: equal."""
+    model = test_24khz.model
+    with torch_threads(threads), torch.inference_mode():
+        for n in LENGTHS:
+            x = signal(n, seed=n)
+            emb = model.encoder(x[None])
+            want = model.quantizer.vq.encode(emb, n_q=32)[:, 0].numpy()
+            streamed = streamed_embedding(model, x)
+            got = streamed_codes(model, x, 32, 7_777)
+            assert np.array_equal(
+                got, model.quantizer.vq.encode(streamed, n_q=32)[:, 0].numpy())
+            assert float((streamed - emb).abs().max()) <= 1e-4 * float(emb.abs().max()), n
+            agreement = compare_codes(model, emb, want, got)
+            assert agreement.equal_fraction >= 0.97, (n, agreement.equal_fraction)
+            assert agreement.all_near_ties, (n, agreement.tie_gaps)
+            if n < streaming.one_call_samples(model):
+                assert agreement.equal == agreement.codes, n
+
+
+def test_streamed_codes_agree_with_encodecs_own_encode(test_24khz):
+    """... and with encodec's EncodecModel.encode (whose weights are not folded): the
+    same bound."""
     model = test_24khz.model
     x = signal(60_000, seed=1)
     with torch.inference_mode():
@@ -55,7 +107,8 @@ def test_streamed_codes_equal_encodecs_own_encode(test_24khz):
         ref.load_state_dict(torch.load(test_24khz.weights_path, weights_only=True))
         ref.set_target_bandwidth(24.0)
         (codes, _), = ref.encode(x[None])
-    assert np.array_equal(got, codes[0].numpy())
+        agreement = compare_codes(model, ref.encoder(x[None]), codes[0].numpy(), got)
+    assert agreement.equal_fraction >= 0.97 and agreement.all_near_ties, agreement
 
 
 def test_empty_stream_runs_nothing(test_24khz):

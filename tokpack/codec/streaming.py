@@ -487,6 +487,16 @@ class _Pieces:
         return self.take(self.n) if self.n else None
 
 
+def one_call_samples(model: EncodecModel) -> int:
+    """Signals shorter than this many samples go through every encoder layer in one call
+    each, of the shapes a one-pass ``model.encoder`` call has: the one-pass computation
+    itself, whatever kernels the CPU gets (longer ones agree with it within rounding).
+    Conservative by a frame, for the layers' padding."""
+    net = StreamedNet(_plan(model, "encoder"))
+    most = min(int((stage.piece + stage.reserve) * stage.period) for stage in net.stages)
+    return most - _hop(model)
+
+
 class CausalEncoder:
     """Model-rate audio [C, n] in pieces -> codes uint16 [K, t] as they are final.
 
