@@ -14,7 +14,10 @@ float32 CPU convolution to oneDNN only when the batch is larger than one or the 
 has more than 20480 elements (:data:`~tokpack.codec.streaming.MKLDNN_MIN_NUMEL`), and
 oneDNN and torch's fallback round differently. So the resampler holds input back until
 each call is that large, and keeps that much for the last call: a signal too short for
-that is resampled in one call, exactly as torchaudio does.
+that is resampled in one call, exactly as torchaudio does. Longer signals run in calls of
+a fixed size: with one input channel oneDNN has given the same bits as torchaudio's one
+call on every kernel set measured (docs/PERFORMANCE.md, "Determinism"), but nothing
+guarantees it, and the tests bound the difference instead.
 """
 
 from __future__ import annotations
@@ -63,10 +66,14 @@ class SincResampler:
     """Resample [channels, time] float32 pieces from ``orig`` to ``new`` Hz.
 
     ``process(x)`` returns the output samples that ``x`` completes (maybe none);
-    ``finish()`` the rest. All outputs, concatenated, equal
-    ``torchaudio.functional.resample`` of the concatenated input with the pinned
-    parameters, ``ceil(L * new / orig)`` samples (see the module doc for why they are
-    the same bits). ``orig == new`` passes samples through.
+    ``finish()`` the rest, ``ceil(L * new / orig)`` samples in all. The convolution
+    runs in calls of ``block`` input samples and a last one, so the output does not
+    depend on how the input was cut into pieces. It equals
+    ``torchaudio.functional.resample`` of the whole input with the pinned parameters
+    within float rounding (bit for bit where oneDNN's kernels give every output sample
+    the same sum whatever the call's length: so far on every CPU measured); a signal
+    short enough for one call is torchaudio's computation itself. ``orig == new``
+    passes samples through.
     """
 
     def __init__(self, orig: int, new: int, channels: int, *, block: int = 1 << 16) -> None:
@@ -88,6 +95,7 @@ class SincResampler:
         # one-signal calls must stay on oneDNN's side of torch's size rule (module doc)
         self._reserve = _MIN_CALL if channels == 1 else 0
         self._block = max(block, self._taps + self._o)
+        self._steps = (self._block - self._taps) // self._o + 1  # output steps per call
         self._pending: list[torch.Tensor] = [torch.zeros(channels, self._width)]
         self._pending_len = self._width
 
@@ -106,11 +114,16 @@ class SincResampler:
         if x.shape[-1]:
             self._pending.append(x)
             self._pending_len += x.shape[-1]
-        usable = self._pending_len - self._reserve  # input the next call may end at
-        if usable < self._block:
+        # calls of one fixed size, whatever the pieces: the calls, and so their rounding,
+        # depend on the signal's length alone
+        out = []
+        while self._pending_len - self._reserve >= self._block:
+            out.append(self._run(self._steps, final=False))
+        if not out:
             return self._empty()
-        steps = (usable - self._taps) // self._o + 1
-        return self._run(steps, final=False)
+        import torch
+
+        return out[0] if len(out) == 1 else torch.cat(out, dim=-1)
 
     def finish(self) -> torch.Tensor:
         """The remaining output: ``ceil(L * new / orig)`` samples in all."""
