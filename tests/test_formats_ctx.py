@@ -94,6 +94,27 @@ def test_prior_file_round_trip_and_identity(tmp_path):
     assert uniform_prior(64, 3).sha256 == spec.UNIFORM_PRIOR_SHA256
 
 
+def test_a_prior_header_is_read_alone_and_checked(tmp_path):
+    """read_header (how a default prior is looked for) reads 88 bytes, checked as load()
+    checks them: every change of a header byte, and a file cut inside it, is refused."""
+    prior = neighbour_prior(8, 1, 3)
+    path = tmp_path / "p.tpp"
+    data = prior.file_bytes
+    path.write_bytes(data[:88] + b"body not read")
+    assert prior_files.read_header(path) == prior_files.PriorHeader(
+        prior.model_id, prior.weights_sha256, prior.n_codebooks, prior.codebook_size)
+    for offset in range(88):
+        corrupted = bytearray(data[:88])
+        corrupted[offset] ^= 0x41
+        path.write_bytes(bytes(corrupted))
+        with pytest.raises(FormatError) as caught:
+            prior_files.read_header(path)
+        assert caught.value.path == str(path)
+    path.write_bytes(data[:87])
+    with pytest.raises(FormatError, match="inside the header"):
+        prior_files.read_header(path)
+
+
 def test_every_byte_change_and_truncation_of_a_prior_is_a_format_error():
     data = neighbour_prior(8, 1, 3).file_bytes
     for offset in range(len(data)):

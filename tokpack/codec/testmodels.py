@@ -9,14 +9,31 @@ random gains). The codebooks make the token streams varied, like real ones, so t
 container and entropy coders see realistic data. The audio these models decode is
 not speech and not music; never present its quality as EnCodec's.
 
-The build pins torch to one thread, so the weights (and the container's
-weights_sha256) do not depend on the machine's core count. They can still differ
-between CPU types (vectorised float sums), which only matters if test-model
-containers are moved between machines.
+The same weights on every CPU. Containers record the weights' SHA-256, and the CTX
+priors shipped for the test models are made for these weights, so a build must not
+depend on which kernels the CPU gets. Recipe 1 fitted the codebooks to float32 encoder
+outputs, which differ in the 7th digit between oneDNN's AVX2 and AVX-512 kernels;
+k-means then assigned a few points differently and every codebook after the first
+came out different (so a shipped prior was wrong on another CPU). Recipe 2:
+
+* random draws come from torch's seeded CPU generator (the same on every CPU), and the
+  weight-norm gains ``||v||`` are summed by numpy in float64, in a fixed order;
+* the encoder runs in float64 (no oneDNN; BLAS kernels still differ by CPU, by about
+  1e-16) and k-means works in float64, where a near-tie that flips an assignment would
+  need two distances equal to 1e-15;
+* each codebook is rounded to a grid of 2^-16 of its largest value, which absorbs the
+  1e-16 differences unless a value lies within 1e-16 of a grid midpoint (chance about
+  1e-11 per value, 1e-4 for a whole model).
+
+Measured: the same weights under ``ONEDNN_MAX_CPU_ISA`` AVX2, AVX512_CORE and
+AVX512_CORE_AMX, ``ATEN_CPU_CAPABILITY=avx2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2`` and
+1 or 2 threads (``scripts/check_determinism.py``); :data:`REFERENCE_SHA256` records them.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,13 +44,23 @@ from tokpack.codec.threads import torch_threads
 if TYPE_CHECKING:
     import torch
 
-#: Bump when anything below changes the weights; it names the cache folder.
-RECIPE_VERSION = 1
+#: Bump when anything below changes the weights; it names the cache folder. Bumping it
+#: means new REFERENCE_SHA256 digests and new shipped priors (scripts/make_priors.py).
+RECIPE_VERSION = 2
+#: codebook values are rounded to 2^-CODEBOOK_GRID_BITS of each codebook's largest one
+CODEBOOK_GRID_BITS = 16
+#: weights.weights_sha256 of what this recipe builds, the same on every kernel set and
+#: thread count measured (module doc). Shipped priors are made for these weights, and a
+#: test model's default prior is found by them even if a build ever differed.
+REFERENCE_SHA256 = {
+    "test_24khz": "c49e44c34c629bc2fd0871ff64ead82ab2b1901af2f2d4f307c3d6d13b2a2f29",
+    "test_48khz": "09a523fbe86ce95044531a547efb51b2b8bc591434b89a39caaf5c299cefc9be",
+}
 SEED = 20240601
 #: training vectors: 3000 encoder frames either way (40 s at 75 Hz, 20 s at 150 Hz)
 TRAIN_FRAMES = 3000
 PIECE_SECONDS = 1.0
-#: encoder batch: small batches are ~2.5x faster than one big one on CPU (cache)
+#: encoder batch (float64: the batch size hardly matters)
 PIECES_PER_BATCH = 4
 #: k-means iterations for the first levels, then for the rest
 KMEANS_ITERS = (4, 2)
@@ -129,12 +156,47 @@ def _nearest(x: torch.Tensor, embed: torch.Tensor) -> torch.Tensor:
 
     # |x|^2 is the same for every candidate, so argmin(|e|^2 - 2 x.e) picks the same row
     # as encodec's EuclideanCodebook.quantize up to float rounding; this is training only.
-    dist = torch.addmm(embed.pow(2).sum(1)[None, :], x, embed.t(), alpha=-2.0)
+    with torch_threads(_fast_threads()):
+        dist = torch.addmm(embed.pow(2).sum(1)[None, :], x, embed.t(), alpha=-2.0)
     return dist.argmin(dim=-1)
 
 
+def _fast_threads() -> int:
+    """Threads for the float64 encoder and distance products, the slow parts: their sums
+    differ with the thread count by about 1e-16, which the codebook grid absorbs (the
+    weights measured equal at 1 and 2 threads); the rest of the build runs on one."""
+    return min(4, os.cpu_count() or 1)
+
+
+def _exact_gains(model: torch.nn.Module) -> None:
+    """Set every weight-norm gain ``g`` to ``||v||`` (the value weight_norm gave it at
+    initialisation) as numpy computes it: float64 squares, exact for float32 inputs,
+    summed in numpy's fixed pairwise order, so no CPU-specific reduction is involved."""
+    import torch
+
+    params = dict(model.named_parameters())
+    for name, g in params.items():
+        if name.endswith("_g") and name[:-2] + "_v" in params:
+            v = params[name[:-2] + "_v"].detach().numpy().astype(np.float64)
+            norm = np.sqrt(np.sum(v.reshape(v.shape[0], -1) ** 2, axis=1))
+            g.copy_(torch.from_numpy(norm.astype(np.float32).reshape(g.shape)))
+
+
+def _on_grid(book: torch.Tensor) -> torch.Tensor:
+    """float64 codebook -> float32 values on a grid of 2^-CODEBOOK_GRID_BITS of its
+    largest magnitude (exact in float32; absorbs differences of a few float64 ulps)."""
+    import torch
+
+    top = float(book.abs().max())
+    if top == 0.0:
+        return book.float()
+    step = 2.0 ** (math.floor(math.log2(top)) - CODEBOOK_GRID_BITS)
+    return (torch.round(book / step) * step).float()
+
+
 def build_test_state_dict(spec: ModelSpec) -> dict:
-    """Build the weights of test model ``spec`` (a few seconds; one torch thread)."""
+    """Build the weights of test model ``spec`` (~10 s on 2 cores; the same on every CPU
+    and thread count: see the module doc)."""
     import torch
 
     from tokpack.codec.architecture import build_architecture
@@ -142,17 +204,21 @@ def build_test_state_dict(spec: ModelSpec) -> dict:
     with torch_threads(1), torch.inference_mode(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = build_architecture(spec)
+        _exact_gains(model)
         seconds = TRAIN_FRAMES / spec.frame_rate
         audio = synthetic_training_audio(spec.sample_rate, spec.channels, seconds)
         piece = int(PIECE_SECONDS * spec.sample_rate)
         n_pieces = audio.shape[1] // piece
-        x = torch.from_numpy(audio[:, : n_pieces * piece].copy())
+        x = torch.from_numpy(audio[:, : n_pieces * piece].astype(np.float64))
         x = x.reshape(spec.channels, n_pieces, piece).transpose(0, 1).contiguous()
         if model.normalize:  # as EncodecModel._encode_frame does per segment
             volume = x.mean(dim=1, keepdim=True).pow(2).mean(dim=2, keepdim=True).sqrt()
             x = x / (1e-8 + volume)
-        embs = [model.encoder(x[i:i + PIECES_PER_BATCH])  # [B, D, T]
-                for i in range(0, n_pieces, PIECES_PER_BATCH)]
+        encoder = model.encoder.double()  # float32 -> float64 -> float32 is exact
+        with torch_threads(_fast_threads()):
+            embs = [encoder(x[i:i + PIECES_PER_BATCH])  # [B, D, T]
+                    for i in range(0, n_pieces, PIECES_PER_BATCH)]
+        model.encoder.float()
         emb = torch.cat(embs)
         residual = emb.transpose(1, 2).reshape(-1, emb.shape[1]).contiguous()
         gen = torch.Generator().manual_seed(SEED)
@@ -163,10 +229,11 @@ def build_test_state_dict(spec: ModelSpec) -> dict:
             # would be exactly 0 and starve the later levels. Fitting to jittered copies
             # keeps every level's residual alive, as in a trained RVQ.
             jitter = JITTER * residual.std(dim=0, keepdim=True)
-            noisy = residual + jitter * torch.randn(residual.shape, generator=gen)
-            means, counts = _kmeans(noisy, spec.codebook_size, iters, gen)
-            book.embed.copy_(means)
-            book.embed_avg.copy_(means)
+            noise = torch.randn(residual.shape, generator=gen, dtype=torch.float64)
+            means, counts = _kmeans(residual + jitter * noise, spec.codebook_size, iters, gen)
+            embed = _on_grid(means)
+            book.embed.copy_(embed)
+            book.embed_avg.copy_(embed)
             book.cluster_size.copy_(counts)
             book.inited.fill_(1.0)
             residual = residual - means[_nearest(residual, means)]

@@ -93,6 +93,14 @@ def uniform_prior(codebook_size: int, n_codebooks: int) -> Prior:
     )
 
 
+def prior_label(prior_sha256: str | None) -> str | None:
+    """A container's ``prior_sha256`` (hex) as JSON and messages show it: "uniform" for
+    the built-in uniform prior (all zeros), None when the container names none."""
+    if prior_sha256 is None:
+        return None
+    return "uniform" if not prior_sha256.strip("0") else prior_sha256
+
+
 def _spread(weights: np.ndarray, total: int) -> np.ndarray:
     """Integers proportional to ``weights`` summing to ``total`` (remainder to the largest)."""
     from tokpack.formats.ctx import quantize
@@ -206,7 +214,8 @@ def from_bytes(data: bytes, path: str | None = None) -> Prior:
         raise
 
 
-def _parse(data: memoryview) -> Prior:
+def _parse_header(data: memoryview) -> tuple[PriorHeader, int]:
+    """The validated header and ``body_size`` (not checked against the data's length)."""
     hs = _header_struct()
     magic = bytes(data[:8])
     if magic != spec.PRIOR_MAGIC[: len(magic)] or not magic:
@@ -230,6 +239,13 @@ def _parse(data: memoryview) -> Prior:
         raise _invalid(f"{n_codebooks} is out of range 1..{spec.MAX_CODEBOOKS}", "n_codebooks", 10)
     if not spec.MIN_CODEBOOK_SIZE <= m <= spec.MAX_CODEBOOK_SIZE:
         raise _invalid(f"{m} is out of range", "codebook_size", 12)
+    return PriorHeader(name.decode("ascii"), bytes(weights), n_codebooks, m), body_size
+
+
+def _parse(data: memoryview) -> Prior:
+    hs = _header_struct()
+    header, body_size = _parse_header(data)
+    n_codebooks, m = header.n_codebooks, header.codebook_size
     start = hs.size + 4
     if body_size > spec.PRIOR_MAX_CONTENT or len(data) != start + body_size + 4:
         if len(data) < start + body_size + 4 and body_size <= spec.PRIOR_MAX_CONTENT:
@@ -278,12 +294,35 @@ def _parse(data: memoryview) -> Prior:
         books.append(CodebookPrior(**fields))
     if pos != len(content):
         raise _invalid(f"{len(content) - pos} bytes after the last table", "body", start)
-    prior = Prior(model_id=name.decode("ascii"), weights_sha256=bytes(weights),
+    prior = Prior(model_id=header.model_id, weights_sha256=header.weights_sha256,
                   codebook_size=m, codebooks=tuple(books))
     if prior.model_id == spec.UNIFORM_PRIOR_ID:
         raise _invalid(f"{spec.UNIFORM_PRIOR_ID!r} is reserved for the built-in uniform prior",
                        "model_id", 16)
     return prior
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorHeader:
+    """What a prior file's header says it is for (validated; the body is not read)."""
+
+    model_id: str
+    weights_sha256: bytes
+    n_codebooks: int
+    codebook_size: int
+
+
+def read_header(path: str | os.PathLike) -> PriorHeader:
+    """The header of the ``.tpp`` file at ``path``: its first 88 bytes, checked (magic,
+    CRC, version, reserved bytes, ranges) as :func:`load` checks them."""
+    size = _header_struct().size + 4
+    with open(path, "rb") as f:
+        data = memoryview(f.read(size))
+    try:
+        return _parse_header(data)[0]
+    except FormatError as error:
+        error.path = str(path)
+        raise
 
 
 def load(path: str | os.PathLike) -> Prior:
@@ -313,15 +352,22 @@ def find(digest: bytes, candidates: Iterable[Prior | str | os.PathLike],
 
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "priors"
+#: shipped priors no model's default any more, kept for the containers that name them
+RETIRED_DIR = SHIPPED_DIR / "retired"
 PATH_VARIABLE = "TOKPACK_PRIOR_PATH"
 
 PriorSource = Prior | str | os.PathLike
 
 
-def search_directories() -> list[Path]:
-    """Where priors are looked up by digest: $TOKPACK_PRIOR_PATH, then the shipped ones."""
+def default_directories() -> list[Path]:
+    """Where a model's default prior is looked for: $TOKPACK_PRIOR_PATH, then the shipped ones."""
     listed = [Path(p) for p in os.environ.get(PATH_VARIABLE, "").split(os.pathsep) if p]
     return [*listed, SHIPPED_DIR]
+
+
+def search_directories() -> list[Path]:
+    """Where priors are looked up by digest: the default directories, then the retired ones."""
+    return [*default_directories(), RETIRED_DIR]
 
 
 def resolve(digest: bytes, candidates: Iterable[PriorSource] = (), *, codebook_size: int,
