@@ -11,6 +11,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from tokpack.cli import app
+from tokpack.formats import read_header
 
 runner = CliRunner()
 
@@ -57,7 +58,7 @@ def test_json_has_one_object_per_input(tmp_path, signals):
     objs = {o["path"]: o for o in map(json.loads, r.stdout.splitlines())}
     assert len(objs) == 5
     keys = {"schema_version", "path", "output", "status", "error", "warning", "bytes_in", "bytes_out",
-            "duration_s", "bitrate_bps", "seconds", "lost"}
+            "duration_s", "bitrate_bps", "seconds", "lost", "prior"}
     for o in objs.values():
         assert set(o) == keys and o["schema_version"] == 1
     one = objs[str(tmp_path / "in" / "one.wav")]
@@ -65,6 +66,7 @@ def test_json_has_one_object_per_input(tmp_path, signals):
     assert one["output"] == str(tmp_path / "in" / "one.tpk")
     assert one["duration_s"] == 0.5 and one["bytes_out"] == os.path.getsize(one["output"])
     assert one["bitrate_bps"] == one["bytes_out"] * 8 / 0.5
+    assert one["prior"] == read_header(one["output"]).prior_sha256.hex()  # the shipped prior
     broken = objs[str(tmp_path / "in" / "a" / "broken.wav")]
     assert broken["status"] == "failed" and broken["output"].endswith("broken.tpk") and broken["error"]
     assert not os.path.exists(broken["output"])

@@ -103,3 +103,37 @@ def test_a_prior_for_another_model_is_refused(clips, tmp_path):
     result = runner.invoke(app, ["encode", str(clips[0]), "-m", "test_24khz", "-o",
                                  str(tmp_path / "x.tpk"), "--prior", str(path)])
     assert result.exit_code == 1 and "trained for test_48khz, not test_24khz" in result.stderr
+
+
+@pytest.mark.parametrize("model", ["test_24khz", "test_48khz"])
+def test_default_encode_of_speech_uses_the_shipped_prior(model, corpus_dir, tmp_path):
+    """Whatever CPU built the test model: the default encode of real speech names the
+    prior shipped for it, and CTX codes its chunks."""
+    src = corpus_dir / "real" / "speech_alsa_voice_48k.wav"
+    out = tmp_path / "speech.tpk"
+    r = runner.invoke(app, ["encode", str(src), "-m", model, "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.stderr
+    shipped = hashlib.sha256((prior_files.SHIPPED_DIR / f"{model}.tpp").read_bytes()).hexdigest()
+    assert json.loads(r.stdout)["prior"] == shipped
+    assert read_header(out).prior_sha256.hex() == shipped
+    assert Coder.CTX in {c.coder for c in ContainerReader(out)}
+
+
+def test_a_missing_default_prior_is_said(clips, tmp_path, test_24khz):
+    """No prior was made for these weights (an official model's name on other weights,
+    as for the official models today): said once at -v, "uniform" in the JSON."""
+    args = ["encode", *map(str, clips[:2]), "-m", "encodec_24khz", "--weights",
+            str(test_24khz.weights_path), "--output-dir", str(tmp_path / "a")]
+    r = runner.invoke(app, [*args, "-v"])
+    assert r.exit_code == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if "no CTX prior was made" in line]
+    assert said == [f"tokpack: no CTX prior was made for encodec_24khz weights "
+                    f"{test_24khz.weights_hex[:12]} (none shipped, none in $TOKPACK_PRIOR_PATH): "
+                    f"coding with the uniform prior, which saves less than the figures in "
+                    f"docs/ENTROPY.md; `tokpack train-prior` makes one"]
+    assert "no CTX prior" not in runner.invoke(app, [*args, "-f"]).stderr  # only at -v
+    r = runner.invoke(app, [*args, "-f", "--json"])
+    assert [json.loads(line)["prior"] for line in r.stdout.splitlines()] == ["uniform"] * 2
+    r = runner.invoke(app, ["encode", str(clips[0]), "-m", "test_24khz", "-o",
+                            str(tmp_path / "b.tpk"), "-v"])
+    assert r.exit_code == 0 and "no CTX prior" not in r.stderr

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tokpack.errors import TokpackError, UsageError
+from tokpack.formats.prior import prior_label
 
 STDIO = "-"
 SCHEMA_VERSION = 1
@@ -50,9 +51,13 @@ class JobResult:
     seconds: float = 0.0
     warning: str | None = None
     lost: list[dict] | None = None  # decode --salvage: formats.salvage.LostRange fields
+    prior: str | None = None  # the CTX prior the container names: hex, "uniform", or None
+    note: str | None = None  # said once per batch at -v (not in the JSON)
 
     def to_json(self) -> dict:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+        fields = asdict(self)
+        del fields["note"]
+        return {"schema_version": SCHEMA_VERSION, **fields}
 
 
 def _walk(root: Path, suffixes: frozenset[str]) -> Iterator[Path]:
@@ -358,6 +363,7 @@ def encode_job(options: EncodeOptions, job: Job) -> JobResult:
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
             bytes_out=r.bytes_out, duration_s=r.duration_s, bitrate_bps=r.bitrate_bps,
             warning=None if job.source == STDIO else data_size_warning(job.source),
+            prior=prior_label(r.prior_sha256), note=r.prior_note,
         )
 
     return _guarded(job, options.force, run)
@@ -379,6 +385,7 @@ def decode_job(options: DecodeOptions, job: Job) -> JobResult:
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
             bytes_out=r.bytes_out, duration_s=r.duration_s, bitrate_bps=r.bitrate_bps,
             lost=None if r.lost is None else [asdict(lost) for lost in r.lost],
+            prior=prior_label(r.prior_sha256),
         )
         if r.clipped_samples:
             result.warning = f"{r.clipped_samples} samples clipped to full scale; use --subtype FLOAT to keep them"

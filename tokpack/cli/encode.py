@@ -74,7 +74,7 @@ def encode_command(
         typer.Option(
             "--prior",
             metavar="FILE",
-            help="CTX prior: a .tpp file (tokpack train-prior), or 'uniform' (default: the one shipped for the model's weights, else uniform).",
+            help="CTX prior: a .tpp file (tokpack train-prior), or 'uniform' (default: the one shipped for the model's weights, else uniform, which -v says).",
         ),
     ] = None,
     force: opt.Force = False,

@@ -11,6 +11,7 @@ import typer
 from tokpack.cli import options as opt
 from tokpack.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, human_bytes, make_messages
 from tokpack.errors import TokpackError
+from tokpack.formats.prior import prior_label
 
 
 def _rows(s) -> list[tuple[str, str]]:
@@ -26,8 +27,7 @@ def _rows(s) -> list[tuple[str, str]]:
         ("compression", f"{s.compression_ratio:.1f}x vs 16-bit PCM"),
         ("overhead", f"{s.overhead_bytes} bytes (header, framing, segment tables, END)"),
         ("coders", ", ".join(f"{name} {n}" for name, n in s.coders.items() if n) or "none"),
-        ("prior", "none (format 1.0)" if s.prior_sha256 is None
-         else "uniform" if not s.prior_sha256.strip("0") else s.prior_sha256),
+        ("prior", prior_label(s.prior_sha256) or "none (format 1.0)"),
     ]
 
 

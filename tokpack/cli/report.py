@@ -30,6 +30,7 @@ class BatchReport(AbstractContextManager):
         self.kind = kind
         self.json_output = json_output
         self.single = len(jobs) == 1
+        self._notes: set[str] = set()  # said once per batch
         self._progress = None
         self._bar: AbstractContextManager = nullcontext()
         if progress and not self.single:
@@ -65,6 +66,9 @@ class BatchReport(AbstractContextManager):
                 self.say.warning(r.path, LostRange(**lost).describe())
             if r.warning:  # about the input when encoding (its header), the output when decoding
                 self.say.warning(r.path if self.kind == "encode" else r.output or "<stdout>", r.warning)
+            if r.note and r.note not in self._notes:  # e.g. no default prior for the weights
+                self._notes.add(r.note)
+                self.say.verbose(f"tokpack: {r.note}")
             line = self.summary_line(r)
             (self.say.info if self.single else self.say.verbose)(line)
         if self._progress is not None:

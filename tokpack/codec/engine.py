@@ -70,6 +70,8 @@ class EncodeResult:
     seconds: float  # wall time of the call
     weights_sha256: str  # hex
     prior_sha256: str | None = None  # hex, the CTX prior the container names (None: no CTX)
+    #: why the default prior was not used (no prior made for these weights), else None
+    prior_note: str | None = None
 
 
 @dataclass
@@ -96,6 +98,7 @@ class DecodeResult:
     subtype: str
     format: str
     lost: list[LostRange] | None = None  # with salvage: what was lost ([] if nothing)
+    prior_sha256: str | None = None  # hex, the CTX prior the container names (None: none)
 
 
 @dataclass
@@ -343,6 +346,7 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
         seconds=time.perf_counter() - t0,
         weights_sha256=loaded.weights_hex,
         prior_sha256=new_writer.prior_sha256,
+        prior_note=new_writer.prior_note,
     )
 
 
@@ -356,11 +360,18 @@ class _TpkWriters:
         self.coder = coder
         self.choice = prior
         self.prior_sha256: str | None = None
+        self.prior_note: str | None = None
 
     def __call__(self, f, header: Header) -> ContainerWriter:
         prior = None
         if self.coder in ("auto", "ctx"):
             prior = _fitting_prior(self.choice, header)
+            if prior is None and self.choice in (None, "auto"):
+                self.prior_note = (
+                    f"no CTX prior was made for {header.model_id} weights "
+                    f"{header.weights_sha256.hex()[:12]} (none shipped, none in "
+                    f"$TOKPACK_PRIOR_PATH): coding with the uniform prior, which saves less "
+                    f"than the figures in docs/ENTROPY.md; `tokpack train-prior` makes one")
         writer = ContainerWriter(f, header, coder=self.coder, prior=prior)
         if writer.header.prior_sha256 is not None:
             self.prior_sha256 = writer.header.prior_sha256.hex()
@@ -410,6 +421,7 @@ class _EcdcWriters:
     """``new_writer(f, header)`` for .ecdc (bit-packed, or LM-coded with ``lm``)."""
 
     prior_sha256 = None  # .ecdc has no CTX
+    prior_note = None
 
     def __init__(self, lm) -> None:
         self.lm = lm
@@ -831,4 +843,5 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
         subtype=written.subtype,
         format=written.format,
         lost=reader.lost if salvage else None,
+        prior_sha256=None if header.prior_sha256 is None else header.prior_sha256.hex(),
     )
