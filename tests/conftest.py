@@ -103,3 +103,50 @@ class Signals:
 @pytest.fixture(scope="session")
 def signals() -> type[Signals]:
     return Signals
+
+
+_FACTS_KEY = pytest.StashKey[dict]()
+
+
+@pytest.fixture
+def record_fact(request):
+    """``record_fact(name, value)``: a fact about this machine, printed after the run."""
+    facts = request.config.stash.setdefault(_FACTS_KEY, {})
+    return facts.__setitem__
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """What the run's results depend on (tests/test_environment.py): printed on every run."""
+    import platform
+    import sys
+
+    facts = {"python": platform.python_version(), "cores": os.cpu_count()}
+    if "torch" in sys.modules:
+        import torch
+
+        facts["torch"] = torch.__version__
+    for var in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS",
+                "OMP_NUM_THREADS"):
+        if os.environ.get(var):
+            facts[var] = os.environ[var]
+    facts.update(config.stash.get(_FACTS_KEY, {}))
+    cpu = _cpu_model()
+    if cpu:
+        facts["cpu"] = cpu
+    terminalreporter.write_line("tokpack test environment: " +
+                                "; ".join(f"{k} {v}" for k, v in facts.items()))
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    name = next((line.split(":", 1)[1].strip() for line in lines
+                 if line.startswith("model name")), None)
+    flags = next((set(line.split(":", 1)[1].split()) for line in lines
+                  if line.startswith("flags")), set())
+    isa = [label for flag, label in (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("amx_tile", "AMX"))
+           if flag in flags]
+    return f"{name} ({', '.join(isa) or 'no AVX2'})"
