@@ -20,10 +20,12 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-#: a code choice is a near-tie when the two codes' squared distances to the residual
-#: differ by at most this fraction of |residual|^2 + |code vector|^2 (the size of the
-#: terms float32 rounding acts on). Measured: at most 3e-6 between kernels and threads;
-#: the best and second-best codes of a frame are typically 1e-2 apart.
+#: A code choice is a near-tie when the two codes' squared distances to the residual r
+#: differ by at most this fraction of |e| |a - b| + |r|^2 + |a|^2 + |b|^2, with e the
+#: frame's embedding and a, b the two code vectors: rounding moves r by a fraction of |e|
+#: (which moves the difference by up to 2 |dr| |a - b|), and the quantizer's float32
+#: |r|^2 - 2 r.a + |a|^2 rounds on the scale of its terms. Rounding is ~1e-6 of that scale
+#: (measured: gaps up to ~1e-5 where codes differ); a real choice is far outside it.
 TIE_EPSILON = 1e-4
 
 
@@ -35,8 +37,8 @@ class CodeAgreement:
     equal: int  # positions where a == b
     frames: int  # T
     differing_frames: int  # frames with any code different
-    #: for each differing frame, at its first differing codebook: |d(r, a) - d(r, b)|
-    #: over |r|^2 + |e_a|^2, with r the residual of embedding ``emb`` there
+    #: for each differing frame, at its first differing codebook, with r the residual of
+    #: ``emb`` there: |d(r, a) - d(r, b)| on the scale of :data:`TIE_EPSILON`
     tie_gaps: list[float]
 
     @property
@@ -78,7 +80,8 @@ def compare_codes(model, emb: torch.Tensor, a: np.ndarray, b: np.ndarray) -> Cod
         book = layers[k]._codebook.embed
         ea, eb = book[int(a[k, t])].double(), book[int(b[k, t])].double()
         da, db = float((r - ea).pow(2).sum()), float((r - eb).pow(2).sum())
-        scale = float(r.pow(2).sum() + ea.pow(2).sum())
+        scale = float(emb[:, t].norm() * (ea - eb).norm()
+                      + r.pow(2).sum() + ea.pow(2).sum() + eb.pow(2).sum())
         gaps.append(abs(da - db) / scale if scale > 0 else float("inf"))
     return CodeAgreement(codes=a.size, equal=int((~differ).sum()), frames=a.shape[-1],
                          differing_frames=len(frames), tie_gaps=gaps)

@@ -13,16 +13,23 @@ Two models, two ways:
 * **Segmented (encodec_48khz): batched segments.** Its 1 s segments are independent;
   :class:`SegmentEncoder` and :class:`SegmentDecoder` run full segments in batches.
 
-Exactness. The streamed encoder's codes are bit-identical to a one-pass
-``model.encoder`` + quantizer at the same thread count, because every op is computed
-per output position regardless of where a call starts, *provided each call uses the
-same convolution algorithm*. torch's CPU dispatch (``use_mkldnn`` in
+Exactness. Guaranteed on every CPU: the streamed encoder makes the same calls (pieces
+of the same sizes, see :class:`_Stage`) however the signal is fed, since they depend on
+its total length alone; so its codes do not depend on the feeding, at any thread count.
+Against a one-pass ``model.encoder`` + quantizer it agrees within float rounding: every
+output is computed from the same inputs, weights and operations, but oneDNN picks its
+kernels, and splits a call's work between threads, by the call's shape and by the CPU,
+and those round differently. Measured (docs/PERFORMANCE.md, "Determinism"): equal at one
+thread on every kernel set tried, ~1 % of codes different at two threads with AVX-512
+kernels, each time after a near-tie (:mod:`tokpack.codec.agreement`). One more condition
+keeps the two close: torch's CPU dispatch (``use_mkldnn`` in
 aten/src/ATen/native/Convolution.cpp) sends a float32 convolution of batch 1 to oneDNN
-only when its input has more than :data:`MKLDNN_MIN_NUMEL` elements (a 1x1 kernel on
-one thread never), and oneDNN rounds differently from torch's fallback. A one-pass run
-on a long signal uses oneDNN everywhere, so the streams keep every call above that size:
-pieces of at least ``reserve`` samples (frames), and a signal shorter than
-``chunk + reserve`` runs in a single call, which *is* the one-pass computation.
+only when its input has more than :data:`MKLDNN_MIN_NUMEL` elements (a 1x1 kernel on one
+thread never), and oneDNN rounds differently from torch's fallback. A one-pass run on a
+long signal uses oneDNN everywhere, so the streams keep every call above that size:
+pieces of at least ``reserve`` samples (frames). A signal shorter than
+:func:`one_call_samples` runs in a single call per layer, which *is* the one-pass
+computation.
 
 The streamed decoder is exact against one pass of itself. Its transposed convolutions
 are computed as ordinary 2-tap convolutions (see :class:`_ConvTr`), which is faster
@@ -500,8 +507,9 @@ def one_call_samples(model: EncodecModel) -> int:
 class CausalEncoder:
     """Model-rate audio [C, n] in pieces -> codes uint16 [K, t] as they are final.
 
-    The codes of all pieces, concatenated, equal ``model.quantizer.vq.encode(
-    model.encoder(x))`` of the whole signal, at the same thread count (module doc).
+    The codes of all pieces, concatenated, are the same however ``x`` is cut into pieces,
+    and agree with ``model.quantizer.vq.encode(model.encoder(x))`` of the whole signal
+    within float rounding (equal below :func:`one_call_samples`; module doc).
     """
 
     def __init__(self, model: EncodecModel, n_q: int) -> None:
