@@ -94,6 +94,9 @@ def test_sigterm_and_sigint_remove_temporaries(tmp_path, signals):
         proc = subprocess.Popen(
             [sys.executable, "-m", "tokpack", "encode", str(long), "-m", "test_24khz", "-o", str(out), "-T", "1"],
             stderr=subprocess.PIPE,
+            # a shell's background job inherits SIGINT ignored, and Python then installs no
+            # KeyboardInterrupt handler: give the child the default, as a terminal would
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 120
         while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
