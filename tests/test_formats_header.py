@@ -194,10 +194,28 @@ def test_replace_revalidates():
 
 def test_bad_magic_message_names_the_bytes():
     with pytest.raises(BadMagic) as info:
-        Header.from_bytes(b"RIFF\x24\x08\x00\x00WAVEfmt " + bytes(200), path="song.wav")
+        Header.from_bytes(b"MThd\x24\x08\x00\x00WAVEfmt " + bytes(200), path="song.mid")
     message = str(info.value)
-    assert message.startswith("song.wav: offset 0, magic: not a tokpack container")
-    assert "expected 89 54 50 4B 0D 0A 1A 0A, got 52 49 46 46 24 08 00 00" in message
+    assert message.startswith("song.mid: offset 0, magic: not a tokpack container")
+    assert "expected 89 54 50 4B 0D 0A 1A 0A, got 4D 54 68 64 24 08 00 00" in message
+
+
+@pytest.mark.parametrize("start, what", [
+    (b"RIFF\x24\x08\x00\x00WAVE", "a WAV file"), (b"RF64\xff\xff\xff\xffWAVE", "an RF64 WAV file"),
+    (b"fLaC\x00\x00\x00\x22", "a FLAC file"), (b"OggS\x00\x02\x00\x00", "an Ogg file"),
+    (b"FORM\x00\x00\x10\x00AIFF", "an AIFF file"), (b"ID3\x04\x00\x00\x00\x00", "an MP3 file"),
+])
+def test_audio_given_by_mistake_is_named(start, what):
+    with pytest.raises(BadMagic) as info:
+        Header.from_bytes(start + bytes(200), path="x")
+    assert str(info.value) == (f"x: offset 0, magic: this looks like {what}, not a token "
+                               f"container: did you mean `tokpack encode`?")
+
+
+def test_a_prior_given_as_a_container_is_named():
+    with pytest.raises(BadMagic, match="this looks like a CTX prior \\(.tpp\\), not a token "
+                                       "container: give it to --prior"):
+        Header.from_bytes(b"\x89TPP\r\n\x1a\n" + bytes(200))
 
 
 def test_text_mode_transfer_is_diagnosed():

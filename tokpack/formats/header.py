@@ -245,10 +245,28 @@ def _as_int(value, name: str) -> int:
         raise _out_of_range(name, f"{value!r} is not an integer") from None
 
 
+#: what a file given by mistake starts with: (prefix, what it is, what to do instead)
+_ENCODE = "did you mean `tokpack encode`?"
+OTHER_MAGICS = (
+    (b"RIFF", "a WAV file", _ENCODE),
+    (b"RIFX", "a WAV file", _ENCODE),
+    (b"RF64", "an RF64 WAV file", _ENCODE),
+    (b"fLaC", "a FLAC file", _ENCODE),
+    (b"OggS", "an Ogg file", _ENCODE),
+    (b"FORM", "an AIFF file", _ENCODE),
+    (b"ID3", "an MP3 file", _ENCODE),
+    (spec.PRIOR_MAGIC, "a CTX prior (.tpp)", "give it to --prior"),
+)
+
+
 def check_prefix(data: bytes) -> int:
     """Validate magic, major version and header_size (the first 12 bytes); return header_size."""
     magic = bytes(data[: len(spec.MAGIC)])
     if magic != spec.MAGIC[: len(magic)]:
+        for prefix, what, advice in OTHER_MAGICS:
+            if magic.startswith(prefix):
+                raise BadMagic(f"this looks like {what}, not a token container: {advice}",
+                               offset=0, field="magic")
         hint = (
             "the file was probably transferred in text mode (line endings converted)"
             if magic[1:4] == spec.MAGIC[1:4]
