@@ -66,14 +66,22 @@ def test_stdin_needs_an_output(tmp_path):
     assert result.stderr == "tokpack: reading from stdin: give -o FILE or -c to write to stdout\n"
 
 
-def test_existing_output_is_skipped_not_overwritten(tmp_path):
+def test_an_existing_output_fails_alone_and_is_skipped_in_a_batch(tmp_path):
+    """As zstd and flac: one named input whose output exists fails (exit 1) unless -f; a
+    batch skips it and counts it."""
     src = tmp_path / "a.wav"
     src.write_bytes(b"not audio")
     dst = tmp_path / "a.tpk"
     dst.write_bytes(b"precious")
     result = runner.invoke(app, ["encode", str(src), "-m", "test_24khz"])
-    assert result.exit_code == 0
-    assert result.stderr == f"tokpack: {dst}: already exists, skipped (use -f to overwrite)\n"
+    assert result.exit_code == 1
+    assert result.stderr == f"tokpack: {src}: {dst} already exists (use -f to overwrite)\n"
+    other = tmp_path / "b.wav"
+    other.write_bytes(b"not audio either")
+    result = runner.invoke(app, ["encode", str(src), str(other), "-m", "test_24khz"])
+    assert result.exit_code == 1  # b.wav is not audio
+    assert f"tokpack: {dst}: already exists, skipped (use -f to overwrite)\n" in result.stderr
+    assert result.stderr.splitlines()[-1] == "tokpack: 0 ok, 1 skipped, 1 failed"
     assert dst.read_bytes() == b"precious"
 
 
@@ -83,10 +91,13 @@ def plan(inputs, **kw):
 
 def test_default_output_names(tmp_path):
     src = tmp_path / "speech.wav"
-    assert plan([str(src)]) == [Job(str(src), tmp_path / "speech.tpk")]
-    assert plan([str(src)], output="-") == [Job(str(src), None)]
-    assert plan([str(src)], stdout=True) == [Job(str(src), None)]
-    assert plan([str(src)], output=str(tmp_path / "x.bin")) == [Job(str(src), tmp_path / "x.bin")]
+    assert plan([str(src)]) == [Job(str(src), tmp_path / "speech.tpk", alone=True)]
+    assert plan([str(src)], output="-") == [Job(str(src), None, alone=True)]
+    assert plan([str(src)], stdout=True) == [Job(str(src), None, alone=True)]
+    assert plan([str(src)], output=str(tmp_path / "x.bin")) == [
+        Job(str(src), tmp_path / "x.bin", alone=True)]
+    assert plan([str(src), str(tmp_path / "b.wav")]) == [
+        Job(str(src), tmp_path / "speech.tpk"), Job(str(tmp_path / "b.wav"), tmp_path / "b.tpk")]
 
 
 def test_directories_need_recursive_and_mirror_into_output_dir(tmp_path):

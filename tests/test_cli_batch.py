@@ -45,7 +45,7 @@ def test_tree_mirrors_reports_failures_and_leaves_no_temporaries(tmp_path, signa
     # decode the tree back, verify it, and rerun: everything is skipped now
     r = runner.invoke(app, ["decode", "-r", str(out), "--output-dir", str(tmp_path / "wav"), "-q"])
     assert r.exit_code == 0, r.stderr
-    assert files_below(tmp_path / "wav") == sorted(g.rsplit(".", 1)[0] + ".wav" for g in good)
+    assert files_below(tmp_path / "wav") == sorted(g.rsplit(".", 1)[0] + ".out.wav" for g in good)
     assert runner.invoke(app, ["decode", "-t", "-r", str(out)]).exit_code == 0
     r = runner.invoke(app, ["encode", "-r", str(tmp_path / "in"), "--output-dir", str(out), "-m", "test_24khz"])
     assert r.stderr.splitlines()[-1] == "tokpack: 0 ok, 3 skipped, 2 failed"
@@ -68,8 +68,8 @@ def test_json_has_one_object_per_input(tmp_path, signals):
     assert one["bitrate_bps"] == one["bytes_out"] * 8 / 0.5
     assert one["prior"] == read_header(one["output"]).prior_sha256.hex()  # the shipped prior
     broken = objs[str(tmp_path / "in" / "a" / "broken.wav")]
-    assert broken["status"] == "failed" and broken["output"].endswith("broken.tpk") and broken["error"]
-    assert not os.path.exists(broken["output"])
+    assert broken["status"] == "failed" and broken["output"] is None and broken["error"]
+    assert not (tmp_path / "in" / "a" / "broken.tpk").exists()
 
 
 def test_test_mode_finds_damage_and_writes_nothing(tmp_path, signals):

@@ -42,15 +42,15 @@ def test_default_output_name_and_no_clobber(speechlike, tmp_path):
     tpk = tmp_path / "a.tpk"
     first = tpk.read_bytes()
     result = runner.invoke(app, ["encode", str(src), "-m", "test_24khz"])
-    assert result.exit_code == 0
-    assert result.stderr == f"tokpack: {tpk}: already exists, skipped (use -f to overwrite)\n"
+    assert result.exit_code == 1
+    assert result.stderr == f"tokpack: {src}: {tpk} already exists (use -f to overwrite)\n"
     tpk.write_bytes(b"stale")
     assert runner.invoke(app, ["encode", str(src), "-m", "test_24khz", "-f", "-q"]).exit_code == 0
     assert tpk.read_bytes() == first  # deterministic
-    # decoding a.tpk would write a.wav: the source itself
-    result = runner.invoke(app, ["decode", str(tpk)])
-    assert result.exit_code == 0 and f"tokpack: {src}: already exists, skipped" in result.stderr
-    assert src.read_bytes() == speechlike.read_bytes()
+    # decoding a.tpk writes a.out.wav, never a.wav: the source itself
+    result = runner.invoke(app, ["decode", str(tpk), "-q"])
+    assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "a.out.wav").exists() and src.read_bytes() == speechlike.read_bytes()
 
 
 def test_pipes_give_the_same_bytes_as_files(speechlike, tmp_path):
@@ -113,9 +113,9 @@ def test_errors_are_one_line(tmp_path, signals):
     r = runner.invoke(app, ["encode", str(text), "-m", "test_24khz"])
     assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     r = runner.invoke(app, ["encode", str(text), "-m", "no_such_model"])
-    assert r.exit_code == 1 and "no_such_model" in r.stderr
+    assert r.exit_code == 2 and "no_such_model" in r.stderr  # usage errors: before any file
     r = runner.invoke(app, ["encode", str(text), "-m", "test_24khz", "-b", "7"])
-    assert r.exit_code == 1 and "7" in r.stderr
+    assert r.exit_code == 2 and "7" in r.stderr
 
 
 def test_official_model_offline_names_the_checkpoint(tmp_path, signals, monkeypatch):

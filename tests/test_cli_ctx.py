@@ -72,7 +72,7 @@ def test_train_prior_then_encode_and_decode_with_it(clips, tmp_path, monkeypatch
     assert report["files"] == 3 and report["folds"] == 3 and prior.n_codebooks == 32
     assert len(report["mix"]) == 32 and report["audio_seconds"] == pytest.approx(4.5, abs=0.1)
     again = runner.invoke(app, ["train-prior", str(clips[0]), "-m", "test_24khz", "-o", str(tpp)])
-    assert again.exit_code == 2 and "exists" in again.stderr
+    assert (again.exit_code, again.stderr) == (1, f"tokpack: {tpp}: already exists (use -f to overwrite)\n")
 
     tpk, wav = tmp_path / "x.tpk", tmp_path / "x.wav"
     encode(clips[1], "-o", tpk, "--entropy", "ctx", "--prior", tpp)
@@ -102,7 +102,9 @@ def test_a_prior_for_another_model_is_refused(clips, tmp_path):
     Prior("test_48khz", bytes(32), 1024, (book,) * 16).save(path)
     result = runner.invoke(app, ["encode", str(clips[0]), "-m", "test_24khz", "-o",
                                  str(tmp_path / "x.tpk"), "--prior", str(path)])
-    assert result.exit_code == 1 and "trained for test_48khz, not test_24khz" in result.stderr
+    assert (result.exit_code, result.stderr) == (  # a usage error, before any file
+        2, f"tokpack: --prior {path}: trained for test_48khz, not test_24khz\n")
+    assert not (tmp_path / "x.tpk").exists()
 
 
 @pytest.mark.parametrize("model", ["test_24khz", "test_48khz"])

@@ -59,6 +59,7 @@ def test_json_of_a_golden_file_is_exact():
     assert obj == {
         "schema_version": 1,
         "path": str(DATA / "tiny_24khz.tpk"),
+        "format": "tpk",
         "file_bytes": 229,
         "model_id": "test_24khz",
         "weights_sha256": obj["weights_sha256"],
@@ -96,7 +97,7 @@ def test_empty_container_has_null_bitrate():
 
 def test_errors_are_objects_and_exit_1(tmp_path):
     bad = tmp_path / "bad.tpk"
-    bad.write_bytes(b"RIFF" + bytes(200))
+    bad.write_bytes(b"XYZW" + bytes(200))
     result = runner.invoke(app, ["inspect", "--json", str(DATA / "tiny_24khz.tpk"), str(bad)])
     assert result.exit_code == 1
     good, err = [json.loads(line) for line in result.stdout.splitlines()]

@@ -65,6 +65,6 @@ def test_batch_to_a_full_disk_fails_each_file(inputs, tmp_path):
     r = tokpack_on_a_full_disk("decode", str(inputs / "a.tpk"), str(inputs / "b.tpk"), "--output-dir", str(tmp_path))
     assert (r.returncode, r.stdout) == (1, "")
     assert r.stderr.splitlines() == [
-        f"tokpack: {inputs / name}.tpk: {tmp_path / name}.wav: cannot write: File too large" for name in "ab"
+        f"tokpack: {inputs / name}.tpk: {tmp_path / name}.out.wav: cannot write: File too large" for name in "ab"
     ] + ["tokpack: 0 ok, 0 skipped, 2 failed"]
     assert list(tmp_path.iterdir()) == []

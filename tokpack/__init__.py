@@ -1,16 +1,20 @@
 """tokpack: audio <-> compact neural-codec token containers.
 
-``tokpack.encode`` and ``tokpack.decode`` are the library functions the CLI wraps; they
-(and torch) are imported on first use, so ``import tokpack`` stays light.
+``tokpack.encode`` and ``tokpack.decode`` are the library functions the CLI wraps (files
+and file objects; an existing output is kept unless ``overwrite=True``);
+``tokpack.encode_array`` and ``tokpack.decode_tokens`` do the same in memory (samples ->
+tokens + header -> samples), and ``tokpack.inspect`` is ``tokpack inspect``. They (and
+torch) are imported on first use, so ``import tokpack`` stays light.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "encode", "decode"]
+_ENGINE = ("encode", "decode", "encode_array", "decode_tokens", "inspect")
+__all__ = ["__version__", *_ENGINE]
 
 
 def __getattr__(name: str):
-    if name in ("encode", "decode"):
+    if name in _ENGINE:
         from tokpack.codec import engine
 
         return getattr(engine, name)

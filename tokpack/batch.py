@@ -28,14 +28,20 @@ AUDIO_SUFFIXES = frozenset(
     ".wav .wave .flac .ogg .oga .opus .aif .aiff .aifc .au .snd .caf .w64 .rf64 .mp3".split()
 )
 CONTAINER_SUFFIXES = frozenset({".tpk", ".ecdc"})  # .ecdc: EnCodec's own files
+#: decode's default output: x.tpk -> x.out.wav, never the audio x.tpk was made from
+DECODED_SUFFIX = ".out.wav"
 
 
 @dataclass(frozen=True)
 class Job:
-    """One input and where its output goes (``dest`` None: stdout; ``test``: no output)."""
+    """One input and where its output goes (``dest`` None: stdout; ``test``: no output).
+
+    ``alone``: the only input, named on its own (not found in a directory): an output in
+    its way is an error, as for zstd and flac, where a batch skips it."""
 
     source: str
     dest: Path | None
+    alone: bool = False
 
 
 @dataclass
@@ -113,6 +119,7 @@ def plan_jobs(
     if sum(1 for name, _ in found if name == STDIO) > 1:
         raise UsageError("stdin ('-') can be read only once")
 
+    alone = len(inputs) == 1 and len(found) == 1 and found[0][0] == inputs[0]
     jobs = []
     for name, rel in found:
         if test:
@@ -127,7 +134,7 @@ def plan_jobs(
             dest = Path(output_dir) / rel.with_suffix(suffix)
         else:
             dest = Path(name).with_suffix(suffix)
-        jobs.append(Job(name, dest))
+        jobs.append(Job(name, dest, alone))
     return _without_clashes(jobs, suffix)
 
 
@@ -142,7 +149,7 @@ def _without_clashes(jobs: list[Job], suffix: str) -> list[Job]:
             raise UsageError(f"{job.source} is given twice")
         seen.add(job.source)
         if job.dest is not None and job.dest in claimed:
-            job = Job(job.source, job.dest.with_name(Path(job.source).name + suffix))
+            job = Job(job.source, job.dest.with_name(Path(job.source).name + suffix), job.alone)
         if job.dest is not None:
             other = claimed.setdefault(job.dest, job.source)
             if other != job.source:
@@ -152,13 +159,16 @@ def _without_clashes(jobs: list[Job], suffix: str) -> list[Job]:
 
 
 def check_destination(job: Job, *, force: bool) -> str | None:
-    """None if the job may write its output; else why it is skipped. Raises for a clash."""
+    """None if the job may write its output; else why it is skipped. Raises for a clash,
+    and for an existing output of a job that is ``alone``."""
     if job.dest is None:
         return None
     if job.source != STDIO and job.dest.exists() and os.path.exists(job.source):
         if os.path.samefile(job.source, job.dest):
             raise TokpackError("input and output are the same file", path=str(job.dest))
     if job.dest.exists() and not force:
+        if job.alone:
+            raise TokpackError(f"{job.dest} already exists (use -f to overwrite)")
         return "already exists, skipped (use -f to overwrite)"
     return None
 
@@ -255,6 +265,29 @@ class EncodeOptions:
     prior: str | None = None  # --prior: a .tpp path, "uniform", or None for the default
 
 
+    def check(self) -> None:
+        """UsageError for an option value that cannot work, before any file is touched."""
+        spec = check_model(self.model, self.bandwidth)
+        if self.container == "ecdc":
+            from tokpack.codec.ecdc import check_ecdc_options
+
+            check_ecdc_options(coder=self.coder, channels=self.channels)
+            if self.prior is not None:
+                raise UsageError("--prior is for .tpk containers (CTX coding)")
+        else:
+            from tokpack.codec.priors import check_tpk_options
+
+            check_tpk_options(self.coder, self.prior)
+            if self.prior not in (None, "auto", "uniform", "none"):
+                prior = _prior_file("--prior", self.prior)
+                if prior.model_id != spec.name:
+                    raise UsageError(f"--prior {self.prior}: trained for {prior.model_id}, "
+                                     f"not {spec.name}")
+        _given_file("--weights", self.weights)
+        _given_file("--lm-weights", self.lm_weights)
+        _check_device(self.device)
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     sample_rate: str | int = "original"
@@ -268,18 +301,62 @@ class DecodeOptions:
     lm_weights: str | None = None
     priors: tuple[str, ...] = ()  # --prior: .tpp files that may hold a container's prior
 
+    def check(self) -> None:
+        """UsageError for an option value that cannot work, before any file is touched."""
+        _given_file("--weights", self.weights)
+        _given_file("--lm-weights", self.lm_weights)
+        for path in self.priors:
+            _prior_file("--prior", path)
+        _check_device(self.device)
 
-_MODELS: dict = {}  # per process: (name, weights, device) -> LoadedModel
+
+def check_model(model: str, bandwidth: float | None = None):
+    """The ModelSpec of ``model``; UsageError for an unknown model or a bandwidth it lacks."""
+    from tokpack.codec.registry import get_spec
+    from tokpack.errors import ModelError
+
+    try:
+        spec = get_spec(model)
+        if bandwidth is not None:
+            spec.n_codebooks(bandwidth)
+    except ModelError as exc:
+        raise UsageError(exc.message) from None
+    return spec
+
+
+def _given_file(option: str, value: str | None) -> None:
+    if value is not None and not Path(value).expanduser().is_file():
+        raise UsageError(f"{option} {value}: no such file")
+
+
+def _prior_file(option: str, value: str):
+    from tokpack.formats import prior as prior_files
+
+    try:
+        return prior_files.load(value)
+    except (TokpackError, OSError) as exc:
+        reason = exc.message if isinstance(exc, TokpackError) else (exc.strerror or str(exc))
+        raise UsageError(f"{option} {value}: {reason}") from None
+
+
+def _check_device(device: str) -> None:
+    """cpu needs nothing (and no torch import); a GPU is asked for: torch must see one."""
+    if device == "cpu":
+        return
+    from tokpack.codec.weights import resolve_device
+    from tokpack.errors import ModelError
+
+    try:
+        resolve_device(device)
+    except ModelError as exc:
+        raise UsageError(exc.message) from None
 
 
 def _model(name: str, weights: str | None, device: str):
     """Load each model once per process (a worker reuses it for all its files)."""
-    from tokpack.codec.weights import load_model
+    from tokpack.codec.weights import cached_model
 
-    key = (name, weights, device)
-    if key not in _MODELS:
-        _MODELS[key] = load_model(name, weights=weights, device=device)
-    return _MODELS[key]
+    return cached_model(name, weights=weights, device=device)
 
 
 def _source(job: Job):
@@ -330,6 +407,8 @@ def _guarded(job: Job, force: bool, fn) -> JobResult:
             job.dest.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(job.dest)
         result = fn()
+    except BrokenPipeError:
+        raise  # stdout's reader went away (| head): the CLI ends quietly, as Unix tools do
     except (TokpackError, OSError) as exc:
         if isinstance(exc, TokpackError):
             message = str(exc) if exc.path and exc.path != job.source else exc.message
@@ -337,12 +416,33 @@ def _guarded(job: Job, force: bool, fn) -> JobResult:
             message = exc.strerror or str(exc)
             if isinstance(exc.filename, str) and exc.filename != job.source:
                 message = f"{exc.filename}: {message}"
-        return JobResult(job.source, output, "failed", error=message, seconds=time.perf_counter() - t0)
+        # nothing was written: a failed job names no output
+        return JobResult(job.source, None, "failed", error=message, seconds=time.perf_counter() - t0)
     result.seconds = time.perf_counter() - t0
     return result
 
 
-def encode_job(options: EncodeOptions, job: Job) -> JobResult:
+class Fatal(Exception):
+    """What fails every job alike (the model cannot be loaded): raised out of the batch,
+    to be said once. Plain strings, so it crosses process boundaries."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message, path)
+        self.message = message
+        self.path = path
+
+
+def _loaded_model(name: str, weights: str | None, device: str):
+    """:func:`_model`, its failure :class:`Fatal`: no later file would fare better."""
+    from tokpack.errors import ModelError
+
+    try:
+        return _model(name, weights, device)
+    except ModelError as exc:
+        raise Fatal(exc.message, exc.path) from None
+
+
+def encode_job(options: EncodeOptions, job: Job, progress=None) -> JobResult:
     from tokpack.codec.engine import encode
     from tokpack.codec.registry import get_spec
     from tokpack.codec.wavcheck import data_size_warning
@@ -352,12 +452,12 @@ def encode_job(options: EncodeOptions, job: Job) -> JobResult:
         spec.n_codebooks(spec.default_bandwidth if options.bandwidth is None else options.bandwidth)
         # An unreadable file should fail as such before a model is loaded (or found missing):
         # encode() given the model's name reads the audio first.
-        model = _model(options.model, options.weights, options.device) if _opens(job) else options.model
+        model = _loaded_model(options.model, options.weights, options.device) if _opens(job) else options.model
         r = encode(
             _source(job), _target(job), model=model, bandwidth=options.bandwidth, weights=options.weights,
             device=options.device, threads=options.threads, channels=options.channels,
             container=options.container, lm_weights=options.lm_weights, coder=options.coder,
-            prior=options.prior,
+            prior=options.prior, overwrite=options.force, progress=progress,
         )
         return JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
@@ -369,7 +469,7 @@ def encode_job(options: EncodeOptions, job: Job) -> JobResult:
     return _guarded(job, options.force, run)
 
 
-def decode_job(options: DecodeOptions, job: Job) -> JobResult:
+def decode_job(options: DecodeOptions, job: Job, progress=None) -> JobResult:
     from tokpack.codec.engine import decode, read_model_id
 
     def run() -> JobResult:
@@ -379,7 +479,8 @@ def decode_job(options: DecodeOptions, job: Job) -> JobResult:
             src, _target(job), sample_rate=options.sample_rate, subtype=options.subtype,
             force_weights=options.force_weights, threads=options.threads,
             model=_model(model_id, options.weights, options.device), salvage=options.salvage,
-            lm_weights=options.lm_weights, priors=options.priors,
+            lm_weights=options.lm_weights, priors=options.priors, overwrite=options.force,
+            progress=progress,
         )
         result = JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,

@@ -44,8 +44,10 @@ def _min_span(ax, span: float) -> None:
         ax.set_ylim(mid - span / 2, mid + span / 2)
 
 
-def plot_rate_distortion(rows: Sequence, path: str | os.PathLike, *, title: str | None = None) -> None:
-    """Write a PNG: bitrate vs SI-SDR (left) and vs log-mel distance (right), a line per model.
+def plot_rate_distortion(rows: Sequence, path: str | os.PathLike, *, title: str | None = None,
+                         overwrite: bool = False) -> None:
+    """Write a PNG: bitrate vs SI-SDR (left) and vs log-mel distance (right), a line per model
+    (an existing ``path`` is an OutputError unless ``overwrite``).
 
     TokpackError when matplotlib is not installed.
     """
@@ -74,5 +76,5 @@ def plot_rate_distortion(rows: Sequence, path: str | os.PathLike, *, title: str 
         ax.legend(title="model")
     n = len({r.path for r in rows})
     fig.suptitle(title or f"tokpack bench: rate-distortion, mean over {n} input{'s' if n != 1 else ''}")
-    with atomic_write(path) as f:
+    with atomic_write(path, overwrite=overwrite) as f:
         fig.savefig(f, format="png", dpi=110)

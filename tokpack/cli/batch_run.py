@@ -7,7 +7,7 @@ from functools import partial
 
 import typer
 
-from tokpack.batch import Job, Terminated, plan_jobs, resolve_jobs, run_jobs
+from tokpack.batch import Fatal, Job, Terminated, plan_jobs, resolve_jobs, run_jobs
 from tokpack.cli.output import EXIT_FAILED, Messages, usage_error
 from tokpack.cli.report import BatchReport, interrupted, show_progress
 from tokpack.errors import UsageError
@@ -40,8 +40,13 @@ def run(say: Messages, jobs: list[Job], work, options, *, kind: str, n_jobs: int
     shown = show_progress(progress, quiet=say.verbosity < 0, stderr_is_tty=sys.stderr.isatty())
     with BatchReport(say, jobs, kind=kind, json_output=json_output, progress=shown) as report:
         try:
-            results = run_jobs(jobs, partial(work, options) if options is not None else work,
-                               n_jobs=n, on_result=report.on_result)
+            bound = partial(work, options) if options is not None else work
+            if report.tracks_audio:  # one input, run here: its bar follows its audio
+                bound = partial(bound, progress=report.audio_progress)
+            results = run_jobs(jobs, bound, n_jobs=n, on_result=report.on_result)
         except (KeyboardInterrupt, Terminated) as exc:
             raise interrupted(exc) from None
+        except Fatal as exc:  # e.g. the model cannot be loaded: said once, not per file
+            say.error(exc.path, exc.message)
+            raise typer.Exit(EXIT_FAILED) from None
     report.finish(results)

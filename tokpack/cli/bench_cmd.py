@@ -12,6 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from tokpack.batch import check_model
+from tokpack.cli import batch_run
 from tokpack.cli import options as opt
 from tokpack.cli.output import EXIT_FAILED, EXIT_INTERRUPTED, Messages, make_messages, usage_error
 from tokpack.errors import TokpackError
@@ -186,6 +188,8 @@ def bench_command(
     if files.count("-") > 1:
         raise usage_error("stdin ('-') can be read only once")
     names = models or ["encodec_24khz"]
+    for name in names:
+        batch_run.checked(check_model, name)
     cells, skipped = say.run(None, lambda: plan_cells(names, bandwidths))
     for name, bw in skipped:
         say.warning(None, f"model {name} has no bandwidth {bw:g} kbps; skipped for it")
@@ -230,7 +234,7 @@ def bench_command(
     if plot is not None and writer.rows:
         from tokpack.plot import plot_rate_distortion
 
-        say.run(str(plot), lambda: plot_rate_distortion(writer.rows, plot))
+        say.run(str(plot), lambda: plot_rate_distortion(writer.rows, plot, overwrite=force))
         say.verbose(f"tokpack: {plot}: rate-distortion plot written")
     out_of_bounds = 0
     for row in writer.rows:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum
 from typing import Annotated
 
 import typer
 
-from tokpack.batch import CONTAINER_SUFFIXES, DecodeOptions, default_threads, decode_job, resolve_jobs, verify_job
+from tokpack.batch import CONTAINER_SUFFIXES, DECODED_SUFFIX, DecodeOptions, default_threads, decode_job, resolve_jobs, verify_job
 from tokpack.cli import batch_run
 from tokpack.cli import options as opt
 from tokpack.cli.output import make_messages, usage_error
@@ -62,21 +63,22 @@ def decode_command(
     verbose: opt.Verbose = 0,
     debug: opt.Debug = False,
 ) -> None:
-    """Decode .tpk containers (or EnCodec .ecdc files) to WAV, or FLAC by extension (default: each INPUT with suffix .wav)."""
+    """Decode .tpk containers (or EnCodec .ecdc files) to WAV, or FLAC by extension (default: INPUT with suffix .out.wav, which is never the source)."""
     say = make_messages(quiet, verbose, debug)
     rate = parse_sample_rate(sample_rate)
     if test and salvage:
         raise usage_error("-t/--test writes nothing and --salvage writes what is intact: give one of them")
-    planned = batch_run.plan(inputs, suffix=".wav", walk_suffixes=CONTAINER_SUFFIXES, recursive=recursive,
-                             output=output, output_dir=output_dir, stdout=stdout, test=test)
-    batch_run.check_stdout(say, planned, json_output=json_output, force=force, test=test)
     options = DecodeOptions(
         sample_rate=rate, subtype=subtype.value, weights=None if weights is None else str(weights),
-        force_weights=force_weights, salvage=salvage, device=device.value,
-        threads=default_threads(resolve_jobs(jobs, len(planned)), threads), force=force,
+        force_weights=force_weights, salvage=salvage, device=device.value, force=force,
         lm_weights=None if lm_weights is None else str(lm_weights),
         priors=tuple(str(p) for p in prior or ()),
     )
+    batch_run.checked(options.check)
+    planned = batch_run.plan(inputs, suffix=DECODED_SUFFIX, walk_suffixes=CONTAINER_SUFFIXES, recursive=recursive,
+                             output=output, output_dir=output_dir, stdout=stdout, test=test)
+    batch_run.check_stdout(say, planned, json_output=json_output, force=force, test=test)
+    options = replace(options, threads=default_threads(resolve_jobs(jobs, len(planned)), threads))
     if test:
         batch_run.run(say, planned, verify_job, options, kind="verify", n_jobs=1, json_output=json_output,
                       progress=progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -10,9 +11,7 @@ import typer
 from tokpack.batch import AUDIO_SUFFIXES, EncodeOptions, default_threads, encode_job, resolve_jobs
 from tokpack.cli import batch_run
 from tokpack.cli import options as opt
-from tokpack.cli.output import make_messages, usage_error
-from tokpack.codec.ecdc import check_ecdc_options
-from tokpack.codec.priors import check_tpk_options
+from tokpack.cli.output import make_messages
 
 
 class ChannelsMode(str, Enum):
@@ -91,20 +90,15 @@ def encode_command(
 ) -> None:
     """Encode audio into .tpk token containers or .ecdc files (default: each INPUT with suffix .tpk or .ecdc)."""
     say = make_messages(quiet, verbose, debug)
-    if file_format is FileFormat.ecdc:
-        batch_run.checked(check_ecdc_options, coder=entropy.value, channels=channels.value)
-        if prior is not None:
-            raise usage_error("--prior is for .tpk containers (CTX coding)")
-    else:
-        batch_run.checked(check_tpk_options, entropy.value, prior)
+    options = EncodeOptions(
+        model=model, bandwidth=bandwidth, weights=None if weights is None else str(weights), device=device.value,
+        channels=channels.value, force=force, container=file_format.value, coder=entropy.value, prior=prior,
+        lm_weights=None if lm_weights is None else str(lm_weights),
+    )
+    batch_run.checked(options.check)
     planned = batch_run.plan(inputs, suffix=f".{file_format.value}", walk_suffixes=AUDIO_SUFFIXES, recursive=recursive,
                              output=output, output_dir=output_dir, stdout=stdout)
     batch_run.check_stdout(say, planned, json_output=json_output, force=force)
-    options = EncodeOptions(
-        model=model, bandwidth=bandwidth, weights=None if weights is None else str(weights), device=device.value,
-        threads=default_threads(resolve_jobs(jobs, len(planned)), threads), channels=channels.value, force=force,
-        container=file_format.value, coder=entropy.value, prior=prior,
-        lm_weights=None if lm_weights is None else str(lm_weights),
-    )
+    options = replace(options, threads=default_threads(resolve_jobs(jobs, len(planned)), threads))
     batch_run.run(say, planned, encode_job, options, kind="encode", n_jobs=jobs, json_output=json_output,
                   progress=progress)

@@ -18,22 +18,25 @@ def _rows(s) -> list[tuple[str, str]]:
     duration = f"{s.duration_s:.3f} s ({s.source_frames} frames at {s.source_sample_rate} Hz, {s.source_channels} ch)"
     bitrate = f"{s.bitrate_bps / 1000:.3f} kbps" if s.bitrate_bps is not None else "n/a (empty)"
     return [
-        ("model", f"{s.model_id} (weights {s.weights_sha256[:12]})"),
+        ("model", f"{s.model_id} (weights {s.weights_sha256[:12]})" if s.format == "tpk"
+         else f"{s.model_id} (EnCodec .ecdc file: no weights identity, no checksums)"),
         ("model format", f"{s.model_sample_rate} Hz, {s.model_channels} ch, {s.frame_rate_hz:g} frames/s"),
         ("codebooks", f"{s.n_codebooks} x {s.codebook_size} ({s.bits_per_code} bits), {s.n_streams} stream(s), channels {s.channel_mode}"),
         ("source", duration),
         ("file", f"{s.file_bytes} bytes ({human_bytes(s.file_bytes)}), {s.n_chunks} chunks, {s.total_frames} frames"),
         ("bitrate", f"{bitrate} actual, {s.nominal_bitrate_bps / 1000:g} kbps nominal"),
         ("compression", f"{s.compression_ratio:.1f}x vs 16-bit PCM"),
-        ("overhead", f"{s.overhead_bytes} bytes (header, framing, segment tables, END)"),
+        ("overhead", f"{s.overhead_bytes} bytes " + ("(header, framing, segment tables, END)"
+                                                     if s.format == "tpk" else "(header, scales)")),
         ("coders", ", ".join(f"{name} {n}" for name, n in s.coders.items() if n) or "none"),
-        ("prior", prior_label(s.prior_sha256) or "none (format 1.0)"),
+        ("prior", prior_label(s.prior_sha256)
+         or ("none (format 1.0)" if s.format == "tpk" else "none (.ecdc)")),
     ]
 
 
 def _codebook_rows(s) -> list[tuple[str, ...]]:
     return [
-        (str(c.index), str(c.distinct_codes), f"{c.utilisation:.1%}", f"{c.entropy_bits:.3f}", f"{c.coded_bits:.3f}", f"{c.coder_gain:+.1%}")
+        (str(c.index), str(c.distinct_codes), f"{c.utilisation:.1%}", f"{c.entropy_bits:.3f}", f"{c.coded_bits:.3f}", f"{-c.coder_gain:+.1%}")
         for c in s.codebooks
     ]
 
@@ -67,7 +70,7 @@ def print_rich(s) -> None:
 
 
 def inspect_command(
-    files: Annotated[list[str], typer.Argument(metavar="FILE...", help="Containers to inspect ('-' for stdin).")],
+    files: Annotated[list[str], typer.Argument(metavar="FILE...", help="Containers (.tpk, or EnCodec .ecdc files) to inspect ('-' for stdin).")],
     json_output: Annotated[bool, typer.Option("--json", help="One NDJSON object per file on stdout.")] = False,
     max_kbps: opt.MaxKbps = None,
     prior: opt.Priors = None,
@@ -76,14 +79,14 @@ def inspect_command(
     debug: opt.Debug = False,
 ) -> None:
     """Show a container's model, rates, sizes and per-codebook token statistics."""
-    from tokpack.formats.stats import SCHEMA_VERSION, container_stats
+    from tokpack.codec.engine import inspect
+    from tokpack.formats.stats import SCHEMA_VERSION
 
     say = make_messages(quiet, verbose, debug)
     failed = False
     for name in files:
         try:
-            stats = container_stats(sys.stdin.buffer if name == "-" else name, path="<stdin>" if name == "-" else None,
-                                    priors=prior or ())
+            stats = inspect(sys.stdin.buffer if name == "-" else name, priors=prior or ())
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except (TokpackError, OSError) as exc:

@@ -80,6 +80,8 @@ class Messages:
             if self.debug:
                 traceback.print_exc()
             raise typer.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:
+            raise  # stdout's reader went away: click ends quietly (exit 1), as Unix tools do
         except (TokpackError, OSError) as exc:
             self.report(path, exc)
             raise typer.Exit(EXIT_FAILED) from None

@@ -33,17 +33,27 @@ class BatchReport(AbstractContextManager):
         self._notes: set[str] = set()  # said once per batch
         self._progress = None
         self._bar: AbstractContextManager = nullcontext()
-        if progress and not self.single:
+        #: a single input's bar follows its seconds of audio (see audio_progress)
+        self.tracks_audio = bool(progress) and self.single and kind in ("encode", "decode")
+        if progress and (not self.single or self.tracks_audio):
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+            self._seconds = {job.source: probe_seconds(job, kind) for job in jobs}
+            if self.tracks_audio:
+                count = TextColumn("{task.completed:.0f}/{task.total:.0f} s of audio")
+                total = self._seconds[jobs[0].source] or None  # unknown (stdin): no bar length
+            else:
+                count = MofNCompleteColumn()
+                total = len(jobs)
+            columns = [TextColumn("{task.description}"), BarColumn(), count]
+            if not self.tracks_audio:
+                columns.append(TextColumn("{task.fields[audio]:.0f} s of audio"))
             self._progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[audio]:.0f} s of audio"), TimeRemainingColumn(),
+                *columns, TimeRemainingColumn(),
                 console=Console(stderr=True), transient=True, redirect_stdout=False, redirect_stderr=True,
             )
-            self._seconds = {job.source: probe_seconds(job, kind) for job in jobs}
-            self._task = self._progress.add_task(kind, total=len(jobs), audio=0.0)
+            self._task = self._progress.add_task(kind, total=total, audio=0.0)
             self._bar = self._progress
 
     def __enter__(self) -> BatchReport:
@@ -69,11 +79,15 @@ class BatchReport(AbstractContextManager):
             if r.note and r.note not in self._notes:  # e.g. no default prior for the weights
                 self._notes.add(r.note)
                 self.say.verbose(f"tokpack: {r.note}")
-            line = self.summary_line(r)
-            (self.say.info if self.single else self.say.verbose)(line)
-        if self._progress is not None:
+            self.say.info(self.summary_line(r))  # every file, as zstd does
+        if self._progress is not None and not self.tracks_audio:
             done = self._progress.tasks[0].fields["audio"] + self._seconds.get(r.path, 0.0)
             self._progress.update(self._task, advance=1, audio=done)
+
+    def audio_progress(self, seconds: float) -> None:
+        """A single input's progress: ``seconds`` of its audio done."""
+        if self._progress is not None:
+            self._progress.update(self._task, completed=seconds)
 
     def summary_line(self, r: JobResult) -> str:
         """zstd-like: ``speech.wav : 1.18% (281.3 KiB => 3.3 KiB, 6.00 kbps, speech.tpk)``."""

@@ -9,8 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from tokpack.batch import check_model
+from tokpack.cli import batch_run
 from tokpack.cli import options as opt
-from tokpack.cli.output import make_messages, usage_error
+from tokpack.cli.output import EXIT_FAILED, make_messages, usage_error
 
 
 def _inputs(paths: list[str]) -> list[Path]:
@@ -57,10 +59,14 @@ def train_prior_command(
         raise usage_error("no audio files or containers found in the inputs")
     if output == "-":
         raise usage_error("train-prior writes a file: give -o FILE.tpp")
-    if Path(output).exists() and not force:
-        raise usage_error(f"{output} exists (use -f to overwrite)")
+    if model is not None:
+        batch_run.checked(check_model, model)
+    if Path(output).exists() and not force:  # as encode's single output: exit 1
+        say.error(output, "already exists (use -f to overwrite)")
+        raise typer.Exit(EXIT_FAILED)
     result = say.run(output, lambda: train_prior(files, output, model=model, weights=weights,
-                                                 threads=threads, n_neighbours=neighbours))
+                                                 threads=threads, n_neighbours=neighbours,
+                                                 overwrite=force))
     report = result.report
     n = report.n_tokens
     held = sum(report.heldout_bits) / len(report.heldout_bits)

@@ -85,9 +85,16 @@ def _size_of(src: AudioSource) -> int | None:
         return None
 
 
+#: libsndfile's words for some failures, and what they mean for a user
+_SF_MEANINGS = {
+    "Internal error : SF_INFO struct incomplete":
+        "the header declares a sample rate or channel count of 0",
+}
+
+
 def _sf_reason(exc: Exception) -> str:
-    reason = getattr(exc, "error_string", None) or str(exc)
-    return " ".join(str(reason).split()).rstrip(".")
+    reason = " ".join(str(getattr(exc, "error_string", None) or exc).split()).rstrip(".")
+    return _SF_MEANINGS.get(reason, reason)
 
 
 class AudioReader:
@@ -309,10 +316,12 @@ class _Clipper:
 
 def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_rate: int,
                        channels: int, *, frames: int | None = None, subtype: str = "PCM_16",
-                       format: str | None = None, spool: str = "file") -> WriteResult:
+                       format: str | None = None, spool: str = "file",
+                       overwrite: bool = True) -> WriteResult:
     """Write float32 ``[n, channels]`` blocks as WAV or FLAC, holding one block at a time.
 
-    A path is written to a temporary file and renamed when complete; a seekable file
+    A path is written to a temporary file and renamed when complete (an existing one is
+    an OutputError unless ``overwrite``: see _io.atomic_write); a seekable file
     object at offset 0 gets libsndfile's output directly. To a pipe, a WAV whose length
     is known in advance (``frames``) streams with a header written here
     (:func:`wav_header`); otherwise the file is made in a temporary file (``spool=
@@ -360,7 +369,7 @@ def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_ra
         call(snd.close)
 
     if isinstance(dst, (str, os.PathLike)):
-        with atomic_write(dst) as out:  # a real file: libsndfile seeks back to patch sizes
+        with atomic_write(dst, overwrite=overwrite) as out:  # libsndfile seeks back: a real file
             encode_into(out)
             n_bytes = out.seek(0, io.SEEK_END)
     elif _seekable(dst) and dst.tell() == 0:  # libsndfile seeks to absolute offsets

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Union
 
@@ -29,7 +29,7 @@ from tokpack.codec.channels import from_streams, plan_channels, to_streams
 from tokpack.codec.memory import release_memory
 from tokpack.codec.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from tokpack.codec.threads import torch_threads
-from tokpack.errors import AudioError, FormatError, ModelError, UsageError, WeightsMismatch
+from tokpack.errors import AudioError, FormatError, ModelError, OutputError, UsageError, WeightsMismatch
 from tokpack.formats import (
     ChannelMode,
     ContainerReader,
@@ -103,7 +103,11 @@ class DecodeResult:
 
 @dataclass
 class EncodedArray:
-    """In-memory result of encode_array(): a ready header and the token blocks."""
+    """In-memory result of encode_array(): a ready header and the token blocks.
+
+    ``tokens`` [streams, codebooks, frames] is what a language model reads; the segmented
+    48 kHz model adds ``segment_frames`` and ``scales`` (None otherwise). ``to_bytes()``
+    makes the container, decode_tokens() the audio."""
 
     header: Header
     blocks: list[TokenBlock]
@@ -116,6 +120,31 @@ class EncodedArray:
             return np.zeros((h.n_streams, h.n_codebooks, 0), np.uint16)
         return np.concatenate([b.tokens for b in self.blocks], axis=2)
 
+    @property
+    def segment_frames(self) -> np.ndarray | None:
+        """int64 [segments]: the frames of each segment (segmented models only)."""
+        if not self.header.segmented:
+            return None
+        return np.array([b.tokens.shape[2] for b in self.blocks], dtype=np.int64)
+
+    @property
+    def scales(self) -> np.ndarray | None:
+        """float32 [segments, streams]: each segment's scale (segmented models only)."""
+        if not self.header.segmented:
+            return None
+        if not self.blocks:
+            return np.zeros((0, self.header.n_streams), np.float32)
+        return np.stack([b.scales for b in self.blocks]).astype(np.float32)
+
+    def to_bytes(self, *, coder: str = "auto", prior=None) -> bytes:
+        """The .tpk container of these tokens (``coder``/``prior`` as for encode(); the
+        default prior is the one made for the weights, as encode() picks it)."""
+        from tokpack.formats import dumps
+
+        found = _fitting_prior(prior, self.header) if coder in ("auto", "ctx") else None
+        return dumps(self.header, self.tokens, scales=self.scales,
+                     segment_frames=self.segment_frames, coder=coder, prior=found)
+
 
 def _label(obj: object) -> str:
     return audio_io.source_label(obj)
@@ -126,6 +155,15 @@ def _loaded(model: ModelArg, *, weights, device) -> LoadedModel:
         from tokpack.codec.weights import load_model
 
         return load_model(model, weights=weights, device=device)
+    return model
+
+
+def _cached(model: ModelArg, *, weights, device) -> LoadedModel:
+    """As _loaded, a model given by name loaded once per process (codec.weights.cached_model)."""
+    if isinstance(model, str):
+        from tokpack.codec.weights import cached_model
+
+        return cached_model(model, weights=weights, device=device)
     return model
 
 
@@ -240,16 +278,46 @@ def iter_encode_array(audio: np.ndarray, sample_rate: int, loaded: LoadedModel,
     return header, blocks()
 
 
-def encode_array(audio: np.ndarray, sample_rate: int, loaded: LoadedModel,
+def encode_array(audio: np.ndarray, sample_rate: int, model: ModelArg = DEFAULT_MODEL,
                  bandwidth: float | None = None, *, channels: str = "auto",
-                 threads: int | None = None) -> EncodedArray:
-    """Encode float32 audio [frames, channels] in memory: header + token blocks."""
+                 threads: int | None = None, weights=None, device: str = "cpu") -> EncodedArray:
+    """Encode audio in memory: float samples [frames] or [frames, channels] (full scale
+    1.0) at ``sample_rate`` -> header + token blocks (``.tokens``: uint16 [streams,
+    codebooks, frames]). ``model``: a name (loaded once per process) or a LoadedModel."""
     import torch
 
+    loaded = _cached(model, weights=weights, device=device)
     with torch_threads(threads), torch.inference_mode():
         header, blocks = iter_encode_array(audio, sample_rate, loaded, bandwidth,
                                            channels=channels)
         return EncodedArray(header, list(blocks))
+
+
+def decode_tokens(encoded, *, sample_rate="original", model: LoadedModel | None = None,
+                  weights=None, force_weights: bool = False, device: str = "cpu",
+                  threads: int | None = None, channels: str = "original",
+                  ) -> tuple[np.ndarray, int]:
+    """Tokens in memory -> (float32 samples [frames, channels], their rate).
+
+    ``encoded``: what encode_array() returns, or a container read with
+    formats.read_container (anything with ``header``, ``tokens`` and, for the segmented
+    model, ``segment_frames`` and ``scales``). Options as for decode(); the samples are
+    not clipped."""
+    import io
+
+    import soundfile as sf
+
+    from tokpack.formats import dumps
+
+    container = dumps(encoded.header, encoded.tokens, scales=encoded.scales,
+                      segment_frames=encoded.segment_frames, coder="pack")
+    if model is None:
+        model = _cached(encoded.header.model_id, weights=weights, device=device)
+    out = io.BytesIO()
+    decode(io.BytesIO(container), out, sample_rate=sample_rate, subtype="FLOAT",
+           force_weights=force_weights, threads=threads, channels=channels, model=model)
+    samples, rate = sf.read(io.BytesIO(out.getvalue()), dtype="float32", always_2d=True)
+    return samples, rate
 
 
 def write_blocks(writer: ContainerWriter, blocks) -> int:
@@ -275,12 +343,15 @@ class _LengthChanged(Exception):
 def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
            bandwidth: float | None = None, weights=None, device: str = "cpu",
            threads: int | None = None, channels: str = "auto", coder: str = "auto",
-           container: str = "tpk", lm_weights=None, prior=None) -> EncodeResult:
+           container: str = "tpk", lm_weights=None, prior=None,
+           overwrite: bool = False, progress: Callable[[float], None] | None = None
+           ) -> EncodeResult:
     """Encode an audio file (path or binary file object) into a container at ``dst``.
 
     ``model`` is a model name or a LoadedModel (to reuse one across files). A ``dst``
-    path is written atomically; the library always writes (overwrite policy is the
-    caller's). The audio is read, resampled, encoded and written a block at a time.
+    path is written atomically, and only if it does not exist unless ``overwrite``
+    (OutputError, before any work). The audio is read, resampled, encoded and written a
+    block at a time.
 
     ``container``: "tpk", or "ecdc" for EnCodec's own file format (codec.ecdc), whose
     codes are bit-packed, or LM-coded with ``coder="encodec-lm"`` (the LM of the model:
@@ -291,8 +362,12 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
     "planes" or "pack". ``prior`` (for "auto" and "ctx"): None or "auto" for the prior
     shipped or found for these weights (codec.priors.default_prior; else the uniform one),
     "uniform", a .tpp path, or a formats.prior.Prior.
+
+    ``progress(seconds)`` is called after each block read with the seconds of audio
+    read so far.
     """
     t0 = time.perf_counter()
+    _check_new(dst, overwrite)
     spec = get_spec(model) if isinstance(model, str) else model.spec
     bw = spec.default_bandwidth if bandwidth is None else bandwidth
     n_q = spec.n_codebooks(bw)  # a bad bandwidth fails before any work
@@ -314,7 +389,8 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
                                       source_channels=info.channels, source_frames=declared,
                                       channel_mode=mode, n_streams=n_streams)
                 try:
-                    frames, bytes_out = _encode_into(dst, reader, header, loaded, n_q, new_writer)
+                    frames, bytes_out = _encode_into(dst, reader, header, loaded, n_q,
+                                                     new_writer, overwrite, progress)
                     break
                 except _LengthChanged as changed:
                     # libsndfile's declared length was wrong (rare): the header is
@@ -432,8 +508,15 @@ class _EcdcWriters:
         return EcdcWriter(f, header, lm=self.lm)
 
 
+def _check_new(dst: Src, overwrite: bool) -> None:
+    """OutputError if ``dst`` is a path that exists and may not be overwritten."""
+    if not overwrite and isinstance(dst, (str, os.PathLike)) and os.path.lexists(dst):
+        raise OutputError("already exists (overwrite=True replaces it)", path=os.fsdecode(dst))
+
+
 def _encode_into(dst: Src, reader: audio_io.AudioReader, header: Header,
-                 loaded: LoadedModel, n_q: int, new_writer) -> tuple[int, int]:
+                 loaded: LoadedModel, n_q: int, new_writer, overwrite: bool,
+                 progress=None) -> tuple[int, int]:
     """Stream ``reader`` through the model into a container; (token frames, bytes)."""
 
     def run(f: BinaryIO) -> tuple[int, int]:
@@ -444,13 +527,15 @@ def _encode_into(dst: Src, reader: audio_io.AudioReader, header: Header,
             for block in reader.blocks():
                 frames += write_blocks(w, pipe.feed(block))
                 release_memory()  # see _releasing
+                if progress is not None:
+                    progress(reader.frames_read / header.source_sample_rate)
             frames += write_blocks(w, pipe.finish())
             if reader.frames_read != header.source_frames:
                 raise _LengthChanged(reader.frames_read)  # before END: nothing valid is left
         return frames, w.bytes_written
 
     if isinstance(dst, (str, os.PathLike)):
-        with atomic_write(dst) as f:
+        with atomic_write(dst, overwrite=overwrite) as f:
             return run(f)
     return run(dst)
 
@@ -522,6 +607,26 @@ def open_tokens(f: BinaryIO, label: str, *, salvage: bool = False,
     if salvage:
         return SalvageReader(reader, priors=priors)
     return ContainerReader(reader, path=label, priors=priors)
+
+
+def inspect(src: Src, *, path: str | None = None, priors=(), lm_weights=None):
+    """formats.stats.ContainerStats of a .tpk container or, by its magic, an .ecdc file
+    (whose tokens an LM-coded one needs the LM for: ``lm_weights`` or the usual search)."""
+    from tokpack.codec.ecdc import EcdcReader
+    from tokpack.formats.stats import reader_stats
+
+    owned = isinstance(src, (str, os.PathLike))
+    label = path or (os.fsdecode(src) if owned else "<stdin>")
+    f = open(src, "rb") if owned else src
+    try:
+        with open_tokens(f, label, priors=priors, lm_weights=lm_weights) as reader:
+            if isinstance(reader, EcdcReader):
+                coder = "encodec_lm" if reader.info.use_lm else "bitpack"
+                return reader_stats(reader, file_format="ecdc", coder=coder)
+            return reader_stats(reader)
+    finally:
+        if owned:
+            f.close()
 
 
 def read_model_id(src: Src) -> str:
@@ -718,17 +823,22 @@ def iter_pcm(reader: ChunkSource, loaded: LoadedModel, out_rate: int, *,
         yield np.zeros((want - done, channels), np.float32)
 
 
-def _releasing(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    """``blocks``, giving the heap's free pages back to the system after each one.
+def _releasing(blocks: Iterator[np.ndarray], progress=None, rate: int = 1) -> Iterator[np.ndarray]:
+    """``blocks``, giving the heap's free pages back to the system after each one (and
+    telling ``progress`` the seconds, at ``rate``, passed on so far).
 
     Streaming allocates and frees pieces of a few MB in several threads; glibc's heaps
     fragment and keep the freed memory, so the resident size creeps up with the length
     (measured: +40 MB from 1 to 10 minutes of audio, 100 MB free in the heap after an
     encode). ``malloc_trim`` between blocks (each ~10 s of audio) costs microseconds.
     """
+    done = 0
     for block in blocks:
         yield block
         release_memory()
+        done += block.shape[0]
+        if progress is not None:
+            progress(done / rate)
 
 
 def _source_frames(reader: ChunkSource) -> int | None:
@@ -748,7 +858,8 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
            format: str | None = None, weights=None, force_weights: bool = False,
            device: str = "cpu", threads: int | None = None, channels: str = "original",
            model: LoadedModel | None = None, salvage: bool = False,
-           lm_weights=None, priors=()) -> DecodeResult:
+           lm_weights=None, priors=(), overwrite: bool = False,
+           progress: Callable[[float], None] | None = None) -> DecodeResult:
     """Decode a container (path or binary file object) to WAV/FLAC at ``dst``.
 
     ``sample_rate``: "original" (default), "model", or Hz. ``channels``: "original"
@@ -771,7 +882,12 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
 
     ``priors``: .tpp files (or Priors) that may hold the CTX prior the container names;
     $TOKPACK_PRIOR_PATH and the shipped priors are searched too (PriorNotFound if absent).
+
+    A ``dst`` path is written atomically, and only if it does not exist unless
+    ``overwrite`` (OutputError, before any work). ``progress(seconds)`` is called after
+    each block written with the seconds of audio written so far.
     """
+    _check_new(dst, overwrite)
     if channels not in ("original", "model"):
         raise ValueError(f"channels must be 'original' or 'model', got {channels!r}")
     t0 = time.perf_counter()
@@ -806,9 +922,10 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
             if known is not None:
                 frames = audio_io.resampled_length(known, header.source_sample_rate, out_rate)
             written = audio_io.write_audio_blocks(
-                dst, _releasing(iter_pcm(reader, loaded, out_rate, restore=restore)), out_rate,
+                dst, _releasing(iter_pcm(reader, loaded, out_rate, restore=restore), progress,
+                                out_rate), out_rate,
                 _out_channels(header, restore), frames=frames, subtype=subtype,
-                format=format)
+                format=format, overwrite=overwrite)
             source_frames = reader.trailer.source_frames
     except ModelError as exc:
         if exc.path is None:

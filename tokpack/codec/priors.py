@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tokpack.codec.registry import MODELS, ModelSpec, get_spec
-from tokpack.errors import UsageError
+from tokpack.errors import OutputError, UsageError
 from tokpack.formats import MAGIC, ContainerReader, read_container
 from tokpack.formats import prior as prior_files
 from tokpack.formats.prior import Prior
@@ -47,9 +47,14 @@ class TrainResult:
 
 def train_prior(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
                 model: str | None = None, weights=None, threads: int | None = None,
-                n_neighbours: int = NEIGHBOURS) -> TrainResult:
+                n_neighbours: int = NEIGHBOURS, overwrite: bool = False) -> TrainResult:
     """Train a prior on ``inputs`` (audio files, coded at the model's highest bandwidth,
-    or .tpk containers of the model) and write it to ``output``."""
+    or .tpk containers of the model) and write it to ``output`` (an existing one is an
+    OutputError, before any work, unless ``overwrite``)."""
+    from tokpack._io import atomic_write
+
+    if not overwrite and os.path.lexists(output):
+        raise OutputError("already exists", path=os.fsdecode(output))
     from tokpack.codec import engine
     from tokpack.codec.weights import load_model
 
@@ -80,9 +85,7 @@ def train_prior(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     prior, report = train(files, codebook_size=spec.codebook_size, model_id=spec.name,
                           weights_sha256=loaded.weights_sha256, neighbours=neighbours,
                           frames_per_chunk=spec.frames_per_chunk)
-    from tokpack._io import atomic_write
-
-    with atomic_write(output) as f:
+    with atomic_write(output, overwrite=overwrite) as f:
         f.write(prior.file_bytes)
     frames = sum(f.shape[0] * f.shape[2] for f in files)
     return TrainResult(prior, report, spec.name, len(files), frames / spec.frame_rate,

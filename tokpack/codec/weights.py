@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokpack._io import atomic_write
-from tokpack.codec.registry import ModelSpec, get_spec
+from tokpack.codec.registry import ModelSpec, get_spec, list_models
 from tokpack.errors import ModelError, WeightsNotFound
 
 if TYPE_CHECKING:
@@ -73,6 +73,28 @@ def official_cache_path(spec: ModelSpec) -> Path:
     if spec.checkpoint is None:
         raise ModelError(f"model {spec.name} has no official checkpoint")
     return torch_hub_dir() / "checkpoints" / spec.checkpoint
+
+
+def describe_models() -> list[dict]:
+    """The models tokpack knows, as data (``tokpack models``): rates, codebooks, bandwidths,
+    and where the weights come from and whether they are here (no torch import)."""
+    rows = []
+    for spec in list_models():
+        if spec.is_test:
+            source = "test model, built here on first use"
+            here = any(test_model_dir().glob(f"{glob.escape(spec.name)}-*.th"))
+        else:
+            source = f"official {spec.checkpoint}"
+            here = official_cache_path(spec).is_file()
+        rows.append({
+            "model": spec.name, "sample_rate": spec.sample_rate, "channels": spec.channels,
+            "frame_rate_hz": spec.frame_rate, "causal": spec.causal,
+            "codebook_size": spec.codebook_size, "max_codebooks": spec.max_codebooks,
+            "bandwidths_kbps": list(spec.bandwidths),
+            "default_bandwidth_kbps": spec.default_bandwidth,
+            "weights": source, "weights_here": here, "description": spec.description,
+        })
+    return rows
 
 
 def test_model_dir() -> Path:
@@ -286,6 +308,8 @@ class LoadedModel:
 
 def resolve_device(device: str) -> str:
     """"auto" -> "cuda" if available else "cpu"; an unavailable CUDA -> ModelError."""
+    if device == "cpu":
+        return device  # without importing torch
     import torch
 
     if device == "auto":
@@ -299,6 +323,18 @@ def resolve_device(device: str) -> str:
     if dev.type not in ("cpu", "cuda"):
         raise ModelError(f"device {device!r} is not supported; use cpu, cuda or auto")
     return str(dev)
+
+
+_CACHED: dict = {}  # (name, weights, device) -> LoadedModel
+
+
+def cached_model(name: str, *, weights: str | os.PathLike | None = None,
+                 device: str = "cpu") -> LoadedModel:
+    """:func:`load_model`, once per process for each (name, weights, device)."""
+    key = (name, None if weights is None else os.fspath(weights), device)
+    if key not in _CACHED:
+        _CACHED[key] = load_model(name, weights=weights, device=device)
+    return _CACHED[key]
 
 
 def load_model(name: str, *, weights: str | os.PathLike | None = None,

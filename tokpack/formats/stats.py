@@ -35,6 +35,7 @@ class CodebookStats:
 class ContainerStats:
     schema_version: int
     path: str | None
+    format: str  # "tpk", or "ecdc" (EnCodec's own file)
     file_bytes: int
     model_id: str
     weights_sha256: str
@@ -78,23 +79,30 @@ def container_stats(
     src: str | os.PathLike | BinaryIO, *, path: str | None = None, priors: Sequence[PriorSource] = ()
 ) -> ContainerStats:
     """Read and validate a whole container, returning its :class:`ContainerStats`."""
-    compressor = zstandard.ZstdCompressor(level=spec.ZSTD_LEVEL)
     with ContainerReader(src, path=path, priors=priors) as reader:
-        h = reader.header
-        counts = np.zeros((h.n_codebooks, h.codebook_size), dtype=np.int64)
-        coded_bytes = np.zeros(h.n_codebooks, dtype=np.int64)
-        coders = {c.name.lower(): 0 for c in spec.Coder}
-        token_bytes = 0
-        for chunk in reader:
-            token_bytes += chunk.coded_size
-            coders[spec.Coder(chunk.coder).name.lower()] += 1
-            for k in range(h.n_codebooks):
-                row = np.ascontiguousarray(chunk.tokens[:, k, :]).ravel()
-                counts[k] += np.bincount(row, minlength=h.codebook_size)
-                coded = coding.encode(row[np.newaxis, np.newaxis], h.bits_per_code, "auto", compressor)
-                coded_bytes[k] += len(coded[1])
-        trailer = reader.trailer
-        file_bytes = reader.bytes_read
+        return reader_stats(reader)
+
+
+def reader_stats(reader, *, file_format: str = "tpk", coder: str | None = None) -> ContainerStats:
+    """The stats of what an open reader yields: a ContainerReader, or anything with its
+    ``header``, ``trailer``, ``bytes_read``, ``path`` and chunks (EnCodec's .ecdc reader:
+    ``file_format="ecdc"`` and ``coder``, the name of its one way of coding codes)."""
+    compressor = zstandard.ZstdCompressor(level=spec.ZSTD_LEVEL)
+    h = reader.header
+    counts = np.zeros((h.n_codebooks, h.codebook_size), dtype=np.int64)
+    coded_bytes = np.zeros(h.n_codebooks, dtype=np.int64)
+    coders = {c.name.lower(): 0 for c in spec.Coder} if coder is None else {coder: 0}
+    token_bytes = 0
+    for chunk in reader:
+        token_bytes += chunk.coded_size
+        coders[spec.Coder(chunk.coder).name.lower() if coder is None else coder] += 1
+        for k in range(h.n_codebooks):
+            row = np.ascontiguousarray(chunk.tokens[:, k, :]).ravel()
+            counts[k] += np.bincount(row, minlength=h.codebook_size)
+            coded = coding.encode(row[np.newaxis, np.newaxis], h.bits_per_code, "auto", compressor)
+            coded_bytes[k] += len(coded[1])
+    trailer = reader.trailer
+    file_bytes = reader.bytes_read
     n_codes = counts.sum(axis=1)
     codebooks = []
     for k in range(h.n_codebooks):
@@ -115,6 +123,7 @@ def container_stats(
     return ContainerStats(
         schema_version=SCHEMA_VERSION,
         path=reader.path,
+        format=file_format,
         file_bytes=file_bytes,
         model_id=h.model_id,
         weights_sha256=h.weights_sha256.hex(),
