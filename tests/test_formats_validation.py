@@ -16,7 +16,7 @@ from tokpack.errors import (
     Truncated,
     UnsupportedFeature,
 )
-from tokpack.formats import UNKNOWN, Coder, ContainerReader, Header, dumps, loads, spec
+from tokpack.formats import UNKNOWN, Coder, ContainerReader, Header, ctx, dumps, loads, spec
 from tokpack.formats.chunk import encode_segment_table, frame_chunk
 from tokpack.formats.coding import pack
 
@@ -147,6 +147,38 @@ def test_ctx_needs_a_version_1_1_header():
     assert error.offset == FIRST + 1 and "version 1.1" in str(error)
 
 
+def test_ctx_data_has_a_floor_of_bytes_per_token():
+    """Reader limits: at least one bit per token up to 1024 codes (0 bytes for 4 frames is a
+    CPU bomb, not a compressed chunk)."""
+    header = dataclasses.replace(HEADER, version_minor=1)
+    for count in (1, 4):
+        chunk = frame_chunk(spec.ChunkType.TOKENS, Coder.CTX, count, b"")
+        error = rejected(header.to_bytes() + chunk, FieldOutOfRange, "payload_length")
+        assert "CTX takes at least 1" in str(error)
+    assert spec.CTX_TABLE_UNIT == 1024
+    assert ctx.min_bytes(750 * 8, 1024) == 750  # one bit per token
+    assert ctx.min_bytes(750 * 8, 2048) == 1500  # twice that at twice the table
+    assert ctx.min_bytes(1, 16) == 1
+
+
+def test_end_cannot_claim_more_samples_than_its_frames_stand_for():
+    header = dataclasses.replace(HEADER, source_frames=None, model_samples=None)
+    data = header.to_bytes() + dumps(HEADER, np.zeros((2, 4), np.int64), coder="pack")[FIRST:]
+    assert loads(with_end(data, source_frames=1280, model_samples=1280)).trailer.model_samples == 1280
+    error = rejected(with_end(data, source_frames=1280, model_samples=1281), FieldOutOfRange, "model_samples")
+    assert "more than the 1280 the file's 4 frames stand for" in str(error)
+    rejected(with_end(data, model_samples=2**48), FieldOutOfRange, "model_samples")
+    error = rejected(with_end(data, source_frames=1002), FieldOutOfRange, "source_frames")
+    assert "longer than the 1000 model samples" in str(error)
+    segmented = dataclasses.replace(SEGMENTED, source_frames=None, model_samples=None)
+    data = segmented.to_bytes() + dumps(
+        dataclasses.replace(SEGMENTED, source_frames=40, model_samples=40),
+        np.zeros((1, 8), np.int64), segment_frames=[5, 2, 1], scales=[1, 1, 1], coder="pack",
+    )[FIRST:]
+    assert loads(data).trailer.model_samples == 40  # segments at 0, 18, 36; the last 1 frame of 4
+    rejected(with_end(data, model_samples=41), FieldOutOfRange, "model_samples")
+
+
 def test_payload_length_is_bounded_before_reading():
     head = struct.pack(spec.CHUNK_HEAD_STRUCT, spec.ChunkType.TOKENS, 0, 4, 2**32 - 1)
     error = rejected(HEADER.to_bytes() + head, FieldOutOfRange, "payload_length")
@@ -184,7 +216,7 @@ def test_end_totals_must_match(changes, field):
 
 def test_end_values_are_always_known_even_when_the_header_does_not_know():
     header = dataclasses.replace(HEADER, source_frames=None, model_samples=None)
-    buffer = dumps(HEADER, np.zeros((2, 1), np.int64), coder="zstd")
+    buffer = dumps(HEADER, np.zeros((2, 4), np.int64), coder="zstd")
     data = header.to_bytes() + buffer[FIRST:]
     assert loads(data).trailer.source_frames == 1000
     rejected(with_end(data, source_frames=UNKNOWN), FieldOutOfRange, "source_frames")
@@ -247,8 +279,9 @@ def test_segment_table_longer_than_payload(payload):
 
 def test_segmented_chunks_may_be_short_in_frames_but_not_in_segments():
     """The second-to-last segment may be short, so a full chunk can have < frames_per_chunk."""
+    header = dataclasses.replace(SEGMENTED, source_frames=40, model_samples=40)  # 2 * 18 + 1 * 4
     data = dumps(
-        SEGMENTED, np.zeros((1, 8), np.int64), segment_frames=[5, 2, 1], scales=[1, 1, 1], coder="zstd"
+        header, np.zeros((1, 8), np.int64), segment_frames=[5, 2, 1], scales=[1, 1, 1], coder="zstd"
     )
     with ContainerReader(io.BytesIO(data)) as reader:
         assert [chunk.segment_frames.tolist() for chunk in reader] == [[5, 2], [1]]

@@ -57,6 +57,7 @@ class JobResult:
     seconds: float = 0.0
     warning: str | None = None
     lost: list[dict] | None = None  # decode --salvage: formats.salvage.LostRange fields
+    doubts: list[str] | None = None  # decode --salvage: where the input's END was not believed
     prior: str | None = None  # the CTX prior the container names: hex, "uniform", or None
     note: str | None = None  # said once per batch at -v (not in the JSON)
 
@@ -486,7 +487,7 @@ def decode_job(options: DecodeOptions, job: Job, progress=None) -> JobResult:
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
             bytes_out=r.bytes_out, duration_s=r.duration_s, bitrate_bps=r.bitrate_bps,
             lost=None if r.lost is None else [asdict(lost) for lost in r.lost],
-            prior=prior_label(r.prior_sha256),
+            doubts=r.notes or None, prior=prior_label(r.prior_sha256),
         )
         if r.clipped_samples:
             result.warning = f"{r.clipped_samples} samples clipped to full scale; use --subtype FLOAT to keep them"

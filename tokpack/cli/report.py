@@ -74,6 +74,8 @@ class BatchReport(AbstractContextManager):
         else:
             for lost in r.lost or ():  # chunks of the input that decode --salvage could not use
                 self.say.warning(r.path, LostRange(**lost).describe())
+            for doubt in r.doubts or ():
+                self.say.warning(r.path, doubt)
             if r.warning:  # about the input when encoding (its header), the output when decoding
                 self.say.warning(r.path if self.kind == "encode" else r.output or "<stdout>", r.warning)
             if r.note and r.note not in self._notes:  # e.g. no default prior for the weights

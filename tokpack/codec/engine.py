@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Union
 
 import numpy as np
@@ -99,6 +99,7 @@ class DecodeResult:
     format: str
     lost: list[LostRange] | None = None  # with salvage: what was lost ([] if nothing)
     prior_sha256: str | None = None  # hex, the CTX prior the container names (None: none)
+    notes: list[str] = field(default_factory=list)  # with salvage: where END was not believed
 
 
 @dataclass
@@ -702,7 +703,7 @@ def iter_model_rate(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.nda
     """The decoded signal at the model rate, chunk by chunk: float32 [S, C, n] pieces.
 
     The pieces add up to exactly ``model_samples`` (the decoded tail past it is cut; a
-    hand-made container with too few frames is padded with silence). When the header
+    valid container never claims more samples than its frames stand for). When the header
     leaves the lengths to END (a container written to a pipe), the pieces are held
     until END says how long the signal is. Chunks missing from ``reader`` (a
     SalvageReader's gaps) are silence over their span: the decoder stream ends before the
@@ -722,14 +723,23 @@ def iter_model_rate(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.nda
         if y.shape[2]:
             yield y
     n = reader.trailer.model_samples
-    if limit is None and held:
-        y = np.concatenate(held, axis=2)[:, :, :n]
-        held.clear()
-        done = y.shape[2]
-        if done:
+    while held:  # the pieces held for want of a length, cut now that END gave it
+        y = held.pop(0)[:, :, :max(n - done, 0)]
+        done += y.shape[2]
+        if y.shape[2]:
             yield y
-    if done < n:  # fewer frames than samples (a hand-made container), or lost chunks at the end
-        yield np.zeros((*shape, n - done), np.float32)
+    if done < n:  # lost chunks at the end (salvage), or the last frame's few samples short
+        yield from _silence(shape, n - done)
+
+
+_BLOCK_VALUES = 1 << 20  # float32 values per block of decoded audio or silence: 4 MiB
+
+
+def _silence(shape: tuple[int, ...], n: int) -> Iterator[np.ndarray]:
+    """``n`` samples of silence [*shape, n] in blocks of at most 4 MiB, however long."""
+    step = max(1, _BLOCK_VALUES // max(1, int(np.prod(shape))))
+    for start in range(0, n, step):
+        yield np.zeros((*shape, min(step, n - start)), np.float32)
 
 
 def _decoded(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.ndarray]:
@@ -765,7 +775,9 @@ def _decoded(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.ndarray]:
         if chunk.index != expected:  # chunks lost: end this stream where they start
             y = cut([dec.finish() for dec in decoders], chunk_sample(header, expected))
             resume = chunk_sample(header, chunk.index)
-            yield np.concatenate([y, np.zeros((*shape, resume - at - y.shape[2]), np.float32)], axis=2)
+            if y.shape[2]:
+                yield y
+            yield from _silence(shape, resume - at - y.shape[2])
             at = resume
             decoders = start()
         y = cut(feed(decoders, chunk))
@@ -803,24 +815,29 @@ def iter_pcm(reader: ChunkSource, loaded: LoadedModel, out_rate: int, *,
     def target() -> int:  # known once the model-rate data came
         return audio_io.resampled_length(_source_frames(reader), header.source_sample_rate, out_rate)
 
-    for y in iter_model_rate(reader, loaded):
+    channels = _out_channels(header, restore)
+    # model-rate samples per step, so that a step's output (channels x the rate ratio) stays
+    # within a block however many channels the source had (up to 1024 at 768 kHz)
+    step = max(1, _BLOCK_VALUES // (channels * -(-out_rate // model_rate)))
+    for piece in iter_model_rate(reader, loaded):
         if want is None:
             want = target()
-        pcm = from_streams(y, header.channel_mode, header.source_channels, restore=restore)
-        if resampler is None:
-            resampler = SincResampler(model_rate, out_rate, pcm.shape[1])
-        block = fit(resampler.process(torch.from_numpy(np.ascontiguousarray(pcm.T))))
-        if block is not None:
-            yield block
+        for start in range(0, piece.shape[2], step):
+            y = piece[:, :, start : start + step]
+            pcm = from_streams(y, header.channel_mode, header.source_channels, restore=restore)
+            if resampler is None:
+                resampler = SincResampler(model_rate, out_rate, pcm.shape[1])
+            block = fit(resampler.process(torch.from_numpy(np.ascontiguousarray(pcm.T))))
+            if block is not None:
+                yield block
     if want is None:
         want = target()
-    channels = _out_channels(header, restore)
     if resampler is not None:
         block = fit(resampler.finish())
         if block is not None:
             yield block
     if done < want:
-        yield np.zeros((want - done, channels), np.float32)
+        yield from (np.ascontiguousarray(x.T) for x in _silence((channels,), want - done))
 
 
 def _releasing(blocks: Iterator[np.ndarray], progress=None, rate: int = 1) -> Iterator[np.ndarray]:
@@ -961,4 +978,5 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
         format=written.format,
         lost=reader.lost if salvage else None,
         prior_sha256=None if header.prior_sha256 is None else header.prior_sha256.hex(),
+        notes=list(reader.notes) if salvage else [],
     )

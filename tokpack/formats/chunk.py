@@ -78,6 +78,16 @@ def tokens_payload_limit(header: Header, n_frames: int, n_segments: int) -> int:
     return table + raw + raw // 256 + spec.TOKENS_PAYLOAD_SLACK
 
 
+def covered_samples(header: Header, total_frames: int, n_segments: int, last_segment_frames: int) -> int:
+    """Model-rate samples that the frames of a file can stand for: the most END's
+    ``model_samples`` may be (FORMAT.md "Reader limits")."""
+    if not header.segmented:
+        return total_frames * header.hop_length
+    if not n_segments:
+        return 0
+    return (n_segments - 1) * header.segment_stride + last_segment_frames * header.hop_length
+
+
 def frame_sample(header: Header, frame: int) -> int:
     """First model-rate sample of the token frame ``frame`` (segments full)."""
     if not header.segmented:

@@ -94,11 +94,15 @@ def encode(
         candidates = [CODER_NAMES[coder]]
         if candidates[0] == spec.Coder.CTX and prior is None:
             raise ValueError("the CTX coder needs a prior (the uniform one at least)")
-    best, best_payload = candidates[0], coders[candidates[0]]()
-    for candidate in candidates[1:]:
+    best = best_payload = None
+    for candidate in candidates:
         payload = coders[candidate]()
-        if len(payload) < len(best_payload):
+        if candidate == spec.Coder.CTX and len(payload) < ctx.min_bytes(values.size, codebook_size):
+            continue  # too compressible for CTX's floor: what "auto" picks among the others
+        if best_payload is None or len(payload) < len(best_payload):
             best, best_payload = candidate, payload
+    if best is None:  # a forced CTX under its floor
+        return encode(tokens, bits, "auto", compressor)
     return best, best_payload
 
 

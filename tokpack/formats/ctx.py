@@ -20,6 +20,13 @@ from tokpack.formats.prior import CodebookPrior, Prior
 _FREE_TOTAL = 1 << spec.CTX_PRECISION  # constriction adds one to every frequency
 
 
+def min_bytes(n_tokens: int, codebook_size: int) -> int:
+    """The fewest bytes CTX data of ``n_tokens`` tokens may take (FORMAT.md "Reader
+    limits"), so that decoding work per byte stays bounded however well tokens compress."""
+    unit = spec.CTX_TABLE_UNIT
+    return -(-n_tokens * max(codebook_size, unit) // (8 * unit))
+
+
 def quantize(weights: np.ndarray, total: int) -> np.ndarray:
     """Integers proportional to ``weights`` (last axis) summing to ``total``: floors, then
     the remainder to the largest (first on ties). ``weights * total`` must fit in int64."""

@@ -144,6 +144,25 @@ class Header:
                 f"{mode.name} with {self.source_channels} source channel(s), "
                 f"{self.model_channels} model channel(s), {self.n_streams} stream(s): {rule}",
             )
+        tokens = self.n_streams * self.n_codebooks * self.frames_per_chunk
+        if tokens > spec.MAX_CHUNK_TOKENS:
+            raise _out_of_range(
+                "frames_per_chunk",
+                f"{self.n_streams} stream(s) x {self.n_codebooks} codebook(s) x "
+                f"{self.frames_per_chunk} frames is {tokens} tokens a chunk, more than "
+                f"the {spec.MAX_CHUNK_TOKENS} a reader holds at once",
+            )
+        if (
+            self.source_frames is not None
+            and self.model_samples is not None
+            and not lengths_agree(self.source_frames, self.model_samples,
+                                  self.source_sample_rate, self.model_sample_rate)
+        ):
+            raise _out_of_range(
+                "source_frames",
+                f"{self.source_frames} frames at {self.source_sample_rate} Hz is longer "
+                f"than the {self.model_samples} model samples at {self.model_sample_rate} Hz",
+            )
         same_rate = self.source_sample_rate == self.model_sample_rate
         if same_rate != (self.resampler == spec.Resampler.NONE):
             raise _out_of_range(
@@ -234,6 +253,13 @@ class Header:
         except FormatError as error:
             error.path = path
             raise
+
+
+def lengths_agree(source_frames: int, model_samples: int, source_rate: int, model_rate: int) -> bool:
+    """The reader rule on the two lengths: the source is no longer than the model-rate
+    signal, give or take one model sample (``source_frames * model_rate <= (model_samples
+    + 1) * source_rate``), so a decoder never pads more than that with silence."""
+    return source_frames * model_rate <= (model_samples + 1) * source_rate
 
 
 def _as_int(value, name: str) -> int:

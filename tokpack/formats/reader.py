@@ -18,16 +18,17 @@ from tokpack.errors import (
     Truncated,
     UnsupportedFeature,
 )
-from tokpack.formats import coding, prior, spec
+from tokpack.formats import coding, ctx, prior, spec
 from tokpack.formats.chunk import (
     Chunk,
     Trailer,
     chunk_label,
+    covered_samples,
     segment_record,
     segment_table_size,
     tokens_payload_limit,
 )
-from tokpack.formats.header import Header, check_prefix
+from tokpack.formats.header import Header, check_prefix, lengths_agree
 
 _READ_BLOCK = 1 << 20  # allocate only as fast as data actually arrives
 _CODERS = frozenset(int(coder) for coder in spec.Coder)
@@ -257,6 +258,15 @@ class _ChunkParser:
                 field="payload_length",
             )
         shape = (header.n_streams, header.n_codebooks, count)
+        if param == spec.Coder.CTX:
+            least = ctx.min_bytes(int(np.prod(shape)), header.codebook_size)
+            if length - table_size < least:
+                raise FieldOutOfRange(
+                    f"{label}: {length - table_size} bytes of CTX data for {int(np.prod(shape))} "
+                    f"tokens; CTX takes at least {least} (bounded work per byte)",
+                    offset=offset + 4,
+                    field="payload_length",
+                )
         coded_offset = offset + spec.CHUNK_HEAD_SIZE + table_size
         values = coding.decode(
             spec.Coder(param),
@@ -433,6 +443,21 @@ class _ChunkParser:
                 )
             if in_header is not None and value != in_header:
                 raise out_of_range(name, f"{value} contradicts the header's {in_header}")
+        header = self.header
+        covered = covered_samples(header, self.first_frame, self.segments, self.last_segment_frames)
+        if trailer.model_samples > covered:
+            raise out_of_range(
+                "model_samples",
+                f"{trailer.model_samples} samples, more than the {covered} the file's "
+                f"{self.first_frame} frames stand for",
+            )
+        if not lengths_agree(trailer.source_frames, trailer.model_samples,
+                             header.source_sample_rate, header.model_sample_rate):
+            raise out_of_range(
+                "source_frames",
+                f"{trailer.source_frames} frames at {header.source_sample_rate} Hz is longer than "
+                f"the {trailer.model_samples} model samples at {header.model_sample_rate} Hz",
+            )
         computed = self.digest.digest()
         if trailer.token_digest != computed:
             raise ChecksumMismatch(

@@ -15,6 +15,7 @@ chunks, writes silence for the span of the lost ones, and keeps the signal's len
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
@@ -25,12 +26,18 @@ from typing import BinaryIO
 
 from tokpack.errors import FormatError
 from tokpack.formats import spec
-from tokpack.formats.chunk import Chunk, Trailer, chunk_sample, tokens_payload_limit
+from tokpack.formats.chunk import Chunk, Trailer, chunk_sample, encode_segment_table, tokens_payload_limit
 from tokpack.formats.header import Header
 from tokpack.formats.prior import PriorSource
 from tokpack.formats.reader import ContainerReader, _ChunkParser, _Source
 
-MAX_SALVAGE_BYTES = 2 * 2**30  # salvage holds the file in memory; refuse absurd sizes
+MAX_SALVAGE_BYTES = 2**30  # salvage holds the file in memory (once); 1 GiB is ~100 h at 24 kbps
+# Resynchronising checks candidate chunks byte by byte; each check reads at most a chunk.
+# The checks may read RESYNC_WORK_FACTOR times the file's size (plus a chunk) in all, after
+# which the rest of the file is given up (said as a cut-short end): crafted bytes cannot make
+# the scan quadratic.
+RESYNC_WORK_FACTOR = 16
+MIN_CHUNK_BYTES = spec.CHUNK_FRAMING_SIZE + 1  # the fewest bytes a lost TOKENS chunk took
 
 
 @dataclass
@@ -42,6 +49,7 @@ class Damage:
     offset: int  # where the damage was found
     reason: str
     exact: bool = True
+    span: int = 0  # bytes the damage covers: at most span // MIN_CHUNK_BYTES chunks were there
 
 
 @dataclass
@@ -84,30 +92,32 @@ class Salvaged:
     damage: list[Damage] = field(default_factory=list)
     trailer: Trailer | None = None  # None when END was lost or the file was cut short
     truncated: bool = False
+    notes: list[str] = field(default_factory=list)  # what else a salvage decode should say
 
     @property
     def n_chunks(self) -> int:
-        """TOKENS chunks the file had: END's count if it survived, else what was seen."""
-        if self.trailer is not None:
-            return self.trailer.n_chunks
-        seen = [c.index + 1 for c in self.chunks] + [d.first_chunk + d.n_chunks for d in self.damage]
-        return max(seen, default=0)
+        """TOKENS chunks the file had: END's count if it survived (and the bytes could hold
+        that many), else what was seen."""
+        seen = max([c.index + 1 for c in self.chunks] + [d.first_chunk + d.n_chunks for d in self.damage],
+                   default=0)
+        return seen if self.trailer is None else min(self.trailer.n_chunks, seen)
 
     def extent(self) -> Extent:
-        """The signal's length from the header or END; when the file was cut short, up to
-        the end of the last chunk it holds (lost chunks before it included)."""
+        """The signal's length from the header or END, but never past what the chunks the
+        file held could stand for; when the file was cut short, up to the end of the last
+        chunk it holds (lost chunks before it included)."""
         h, n = self.header, self.n_chunks
-        if self.trailer is not None:
-            return Extent(
-                n,
-                self.trailer.source_frames if h.source_frames is None else h.source_frames,
-                self.trailer.model_samples if h.model_samples is None else h.model_samples,
-            )
         last = self.chunks[-1] if self.chunks else None
         reach = _end_sample(h, last) if last is not None and last.index == n - 1 else chunk_sample(h, n)
-        model = reach if h.model_samples is None else min(reach, h.model_samples)
+        if h.segmented and (last is None or last.index != n - 1):
+            reach += h.segment_length - h.segment_stride  # a lost last chunk's overlap
+        claimed = h.model_samples if h.model_samples is not None else (
+            None if self.trailer is None else self.trailer.model_samples)
+        model = reach if claimed is None else min(reach, claimed)
         source = -(-model * h.source_sample_rate // h.model_sample_rate)
-        return Extent(n, source if h.source_frames is None else min(source, h.source_frames), model)
+        claimed = h.source_frames if h.source_frames is not None else (
+            None if self.trailer is None else self.trailer.source_frames)
+        return Extent(n, source if claimed is None else min(source, claimed), model)
 
     def lost(self) -> list[LostRange]:
         """Every lost run of chunks with its time range; a cut-short file's missing end last."""
@@ -156,6 +166,7 @@ class SalvageReader:
         self.header = found.header
         self.trailer = found.extent()
         self.lost = found.lost()
+        self.notes = found.notes
         self.intact = len(found.chunks)
         self._chunks = found.chunks
 
@@ -169,20 +180,39 @@ def salvage(
     """Read a container leniently; a damaged header is still fatal (FormatError), and so is
     a CTX prior that is not available (PriorNotFound)."""
     if isinstance(src, (str, os.PathLike)):
-        if os.path.getsize(src) > MAX_SALVAGE_BYTES:
-            raise FormatError(f"file is larger than {MAX_SALVAGE_BYTES} bytes; salvage reads it whole")
         with open(src, "rb") as f:
-            data = f.read()
+            data = _read_whole(f)
     else:
-        data = src.read(MAX_SALVAGE_BYTES + 1)
+        data = _read_whole(src)
+    header = ContainerReader(io.BytesIO(bytes(data[: spec.MAX_HEADER_SIZE]))).header
+    return _Scanner(header, memoryview(data), priors).run()
+
+
+def _read_whole(f: BinaryIO) -> bytearray:
+    """All of ``f`` in one buffer (grown as data arrives), at most MAX_SALVAGE_BYTES."""
+    data = bytearray()
+    while block := f.read(1 << 20):
+        data += block
         if len(data) > MAX_SALVAGE_BYTES:
             raise FormatError(f"input is larger than {MAX_SALVAGE_BYTES} bytes; salvage reads it whole")
-    header = ContainerReader(io.BytesIO(data)).header
-    return _Scanner(header, data, priors).run()
+    return data
+
+
+class _View:
+    """A file-like read() over part of the salvage buffer, copying only what is read."""
+
+    def __init__(self, data: memoryview) -> None:
+        self.data = data
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        out = bytes(self.data[self.pos : self.pos + n])
+        self.pos += len(out)
+        return out
 
 
 class _Scanner:
-    def __init__(self, header: Header, data: bytes, priors: Sequence[PriorSource] = ()) -> None:
+    def __init__(self, header: Header, data: memoryview, priors: Sequence[PriorSource] = ()) -> None:
         self.header = header
         self.data = data
         self.priors = priors
@@ -190,6 +220,8 @@ class _Scanner:
         self.limit = tokens_payload_limit(header, header.frames_per_chunk, header.segments_per_chunk)
         self.result = Salvaged(header, [])
         self.index = 0  # the TOKENS chunk expected next
+        self.digest = hashlib.blake2b(digest_size=spec.DIGEST_SIZE)  # of the chunks kept
+        self.budget = RESYNC_WORK_FACTOR * len(data) + self.limit  # bytes resync may check
 
     def run(self) -> Salvaged:
         pos = self.header_size()
@@ -214,25 +246,47 @@ class _Scanner:
             if nxt is None:
                 self.result.truncated = True
                 break
-            unknown_gap = self.lose(pos, 1, "chunk framing damaged; resynchronised on the next valid chunk", exact=False)
+            unknown_gap = self.lose(pos, 1, "chunk framing damaged; resynchronised on the next valid chunk",
+                                    exact=False, span=nxt - pos)
             pos = nxt
         else:
             self.result.truncated = True
         if unknown_gap is not None and self.result.trailer is not None:
             self.settle_estimate(unknown_gap)
+        self.check_trailer()
         return self.result
+
+    def check_trailer(self) -> None:
+        """Say where END disagrees with what was read: more chunks than the bytes could have
+        held, or, with nothing lost, a token digest that does not match the chunks."""
+        trailer, result = self.result.trailer, self.result
+        if trailer is None:
+            return
+        if trailer.n_chunks > result.n_chunks:
+            result.notes.append(
+                f"END says {trailer.n_chunks} TOKENS chunks; the file can have held only "
+                f"{result.n_chunks}: its lengths are not trusted"
+            )
+        elif not result.damage and trailer.token_digest != self.digest.digest():
+            result.notes.append(
+                "END's token digest does not match the chunks read: every chunk's CRC holds, but "
+                "they are not the tokens END was written for (chunks swapped, or END from another file)"
+            )
 
     def header_size(self) -> int:
         return struct.unpack_from("<H", self.data, 10)[0]
 
     def keep(self, chunk: Chunk) -> None:
+        if chunk.segment_frames is not None:
+            self.digest.update(encode_segment_table(chunk.segment_frames, chunk.scales))
+        self.digest.update(chunk.tokens.astype("<u2").tobytes())
         chunk.index = self.index
         chunk.first_frame = self.index * self.header.frames_per_chunk
         self.result.chunks.append(chunk)
         self.index += 1
 
-    def lose(self, offset: int, n: int, reason: str, *, exact: bool) -> Damage:
-        damage = Damage(self.index, n, offset, reason, exact)
+    def lose(self, offset: int, n: int, reason: str, *, exact: bool, span: int = 0) -> Damage:
+        damage = Damage(self.index, n, offset, reason, exact, span)
         self.result.damage.append(damage)
         self.index += n
         return damage
@@ -242,8 +296,8 @@ class _Scanner:
         missing = self.result.trailer.n_chunks - len(self.result.chunks) - sum(
             d.n_chunks for d in self.result.damage if d is not gap
         )
-        if missing < 1:
-            return
+        if not 1 <= missing <= max(1, gap.span // MIN_CHUNK_BYTES):
+            return  # END's count cannot be right: the estimate stands
         shift = missing - gap.n_chunks
         gap.n_chunks, gap.exact = missing, True
         for chunk in self.result.chunks:
@@ -285,15 +339,18 @@ class _Scanner:
         end = pos + spec.CHUNK_FRAMING_SIZE + length
         if chunk_type not in (spec.ChunkType.TOKENS, spec.ChunkType.END) and chunk_type < spec.FIRST_OPTIONAL:
             raise FormatError(f"unknown chunk type 0x{chunk_type:02X}")
-        if length > max(self.limit, spec.END_PAYLOAD_SIZE, spec.MAX_OPTIONAL_PAYLOAD) or end > len(self.data):
+        most = {spec.ChunkType.TOKENS: self.limit, spec.ChunkType.END: spec.END_PAYLOAD_SIZE}
+        if length > most.get(chunk_type, spec.MAX_OPTIONAL_PAYLOAD) or end > len(self.data):
             raise FormatError("length runs past the end of the file")
         stored = struct.unpack_from("<I", self.data, end - spec.CHUNK_CRC_SIZE)[0]
-        if zlib.crc32(memoryview(self.data)[pos : end - spec.CHUNK_CRC_SIZE]) != stored:
+        if zlib.crc32(self.data[pos : end - spec.CHUNK_CRC_SIZE]) != stored:
             raise FormatError("crc32 mismatch")
-        parser = _ChunkParser(self.header, _Source(io.BytesIO(self.data[pos:end])), self.priors)
+        if chunk_type >= spec.FIRST_OPTIONAL:
+            return "optional", None, end
+        parser = _ChunkParser(self.header, _Source(_View(self.data[pos:end])), self.priors)
         parser.index, parser.first_frame = self.index, self.index * self.header.frames_per_chunk
         parser.prior = self.prior
-        head = self.data[pos : pos + spec.CHUNK_HEAD_SIZE]
+        head = bytes(self.data[pos : pos + spec.CHUNK_HEAD_SIZE])
         if chunk_type == spec.ChunkType.TOKENS:
             parser.src.read_upto(spec.CHUNK_HEAD_SIZE)
             chunk = parser.tokens(0, head, param, count, length)
@@ -305,11 +362,25 @@ class _Scanner:
             if length != spec.END_PAYLOAD_SIZE:
                 raise FormatError("END chunk of the wrong size")
             return "end", Trailer(*struct.unpack(spec.END_STRUCT, payload)), end
-        return "optional", None, end
+        raise FormatError("unknown chunk type")  # pragma: no cover - excluded above
 
     def resync(self, start: int) -> int | None:
-        """The next offset at which a whole TOKENS or END chunk validates."""
+        """The next offset at which a whole TOKENS or END chunk validates (None when there
+        is none, or when the checks have used up their budget)."""
+        types = (spec.ChunkType.TOKENS, spec.ChunkType.END)
         for pos in range(start, len(self.data) - spec.CHUNK_FRAMING_SIZE + 1):
-            if self.data[pos] in (spec.ChunkType.TOKENS, spec.ChunkType.END) and self.parse(pos) is not None:
+            if self.data[pos] not in types:
+                continue
+            length = struct.unpack_from("<I", self.data, pos + 4)[0]
+            if pos + spec.CHUNK_FRAMING_SIZE + length > len(self.data):
+                continue
+            self.budget -= spec.CHUNK_FRAMING_SIZE + length
+            if self.budget < 0:
+                self.result.notes.append(
+                    f"gave up resynchronising at offset {pos}: the damaged bytes would take more "
+                    f"checking than {RESYNC_WORK_FACTOR} times the file's size"
+                )
+                return None
+            if self.parse(pos) is not None:
                 return pos
         return None
