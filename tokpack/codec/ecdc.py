@@ -174,6 +174,9 @@ def _read_info(src: _Counting) -> EcdcInfo:
     except ValueError as exc:  # json's and UTF-8's errors are ValueErrors
         raise FormatError(f"not JSON: {' '.join(str(exc).split())}", offset=9,
                           field="metadata") from None
+    except RecursionError:  # json parses nesting recursively: [[[[... 60,000 deep
+        raise FormatError("JSON nested deeper than a parser goes (encodec writes a flat object)",
+                          offset=9, field="metadata") from None
     return _checked_info(metadata, FIXED_HEADER.size + size)
 
 

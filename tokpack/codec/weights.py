@@ -41,6 +41,10 @@ CACHE_ENV = "TOKPACK_CACHE"
 #: torch hub's rule: a file named ``name-<hex>.ext`` must have a SHA-256 starting with
 #: <hex>. We ask for 8+ digits so ordinary names with a short hex-looking word pass.
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.[A-Za-z0-9]+$")
+# The largest weights file read: the official models are 70-400 MB; a path to something
+# far larger (or to a device) is refused before anything is read.
+MAX_WEIGHTS_BYTES = 4 * 2**30
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def torch_hub_dir() -> Path:
@@ -223,18 +227,56 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with typed errors."""
     import torch
 
+    import warnings
+
     check_hash_in_name(path)
+    _check_weights_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice about pickle protocols is not ours
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and unpickler errors all mean: not weights
-        raise ModelError(f"cannot load weights: {_one_line(exc)[:300]}", path=str(path))
+        text = str(exc)
+        found = _UNSUPPORTED_GLOBAL.search(text)
+        if found:  # a pickle that would run code: never loaded
+            raise ModelError(
+                f"cannot load weights: the file holds Python objects ({found.group(1)}) that "
+                "loading would call; tokpack loads plain tensors only",
+                path=str(path),
+            ) from None
+        if "Weights only load failed" in text:  # torch's advice to load unsafely is not ours
+            detail = _one_line(text.split("WeightsUnpickler error:", 1)[-1].split("Check the", 1)[0])
+            raise ModelError(
+                "cannot load weights: not a file of plain tensors (torch's safe loader stops at: "
+                f"{detail[:120]})",
+                path=str(path),
+            ) from None
+        raise ModelError(f"cannot load weights: {_one_line(exc)[:300]}", path=str(path)) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(
             state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ModelError("not a state dict (a mapping of names to tensors)", path=str(path))
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(f"weights hold NaN or infinite values ({key})", path=str(path))
     return dict(state)
+
+
+def _check_weights_file(path: Path) -> None:
+    """A regular file of at most MAX_WEIGHTS_BYTES, before anything is read from it."""
+    import stat
+
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ModelError(f"cannot load weights: {exc.strerror}", path=str(path)) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ModelError("weights must be a regular file (not a device, pipe or folder)", path=str(path))
+    if info.st_size > MAX_WEIGHTS_BYTES:
+        raise ModelError(f"{info.st_size} bytes is more than the {MAX_WEIGHTS_BYTES} a weights "
+                         "file may have", path=str(path))
 
 
 def check_fits(expected: Mapping[str, tuple], state: Mapping[str, Any], architecture: str,

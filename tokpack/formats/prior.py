@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Iterable
@@ -312,12 +313,29 @@ class PriorHeader:
     codebook_size: int
 
 
+MAX_FILE_SIZE = spec.PRIOR_MAX_CONTENT + 1024  # no valid prior file is larger
+
+
+def _read(path: str | os.PathLike, n: int | None = None) -> bytes:
+    """The first ``n`` bytes (all, if None) of a prior file, which must be a regular file of
+    at most MAX_FILE_SIZE bytes: checked before it is opened, so a link to /dev/zero or a
+    FIFO is refused, not read or waited on."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise FormatError("not a regular file", path=os.fsdecode(path))
+    if info.st_size > MAX_FILE_SIZE:
+        raise FormatError(f"larger than any prior ({MAX_FILE_SIZE} bytes)", path=os.fsdecode(path))
+    with open(path, "rb") as f:
+        data = f.read(MAX_FILE_SIZE + 1 if n is None else n)
+    if len(data) > MAX_FILE_SIZE:  # it grew since
+        raise FormatError(f"larger than any prior ({MAX_FILE_SIZE} bytes)", path=os.fsdecode(path))
+    return data
+
+
 def read_header(path: str | os.PathLike) -> PriorHeader:
     """The header of the ``.tpp`` file at ``path``: its first 88 bytes, checked (magic,
     CRC, version, reserved bytes, ranges) as :func:`load` checks them."""
-    size = _header_struct().size + 4
-    with open(path, "rb") as f:
-        data = memoryview(f.read(size))
+    data = memoryview(_read(path, _header_struct().size + 4))
     try:
         return _parse_header(data)[0]
     except FormatError as error:
@@ -327,13 +345,7 @@ def read_header(path: str | os.PathLike) -> PriorHeader:
 
 def load(path: str | os.PathLike) -> Prior:
     """Read a ``.tpp`` file (bounded: a file larger than any valid prior is refused)."""
-    path = Path(path)
-    limit = spec.PRIOR_MAX_CONTENT + 1024
-    with open(path, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise FormatError(f"larger than any prior ({limit} bytes)", path=str(path))
-    return from_bytes(data, str(path))
+    return from_bytes(_read(path), os.fsdecode(path))
 
 
 def find(digest: bytes, candidates: Iterable[Prior | str | os.PathLike],
@@ -346,8 +358,12 @@ def find(digest: bytes, candidates: Iterable[Prior | str | os.PathLike],
             return prior
     for directory in directories:
         for path in sorted(Path(directory).glob("*.tpp")):
-            if hashlib.sha256(path.read_bytes()).digest() == digest:
-                return load(path)
+            try:
+                data = _read(path)
+            except (FormatError, OSError):
+                continue  # not a prior file (a device, a FIFO, a huge file): not the one
+            if hashlib.sha256(data).digest() == digest:
+                return from_bytes(data, str(path))
     return None
 
 
