@@ -12,12 +12,15 @@ import glob
 import multiprocessing
 import os
 import signal
+import stat
+import sys
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tokpack.errors import TokpackError, UsageError
+from tokpack.errors import OutputError, TokpackError, UsageError, internal_error
 from tokpack.formats.prior import prior_label
 
 STDIO = "-"
@@ -115,6 +118,10 @@ def plan_jobs(
             found.extend((str(p), p.relative_to(path)) for p in _walk(path, walk_suffixes))
         else:
             found.append((name, Path(path.name)))
+    derived = not (test or to_stdout or output is not None or output_dir is not None)
+    for name, _ in found:
+        if derived and name != STDIO and (not _regular(name) or _in_system_tree(Path(name).parent)):
+            raise UsageError(f"{name} is not a regular file: give -o FILE or -c to write to stdout")
     if (output is not None or to_stdout) and len(found) != 1:
         raise UsageError(f"-o and -c take exactly one input, got {len(found)}")
     if sum(1 for name, _ in found if name == STDIO) > 1:
@@ -162,8 +169,8 @@ def _without_clashes(jobs: list[Job], suffix: str) -> list[Job]:
 def check_destination(job: Job, *, force: bool) -> str | None:
     """None if the job may write its output; else why it is skipped. Raises for a clash,
     and for an existing output of a job that is ``alone``."""
-    if job.dest is None:
-        return None
+    if job.dest is None or not _regular(job.dest):
+        return None  # stdout, or a device or pipe (-o /dev/null): nothing to clobber
     if job.source != STDIO and job.dest.exists() and os.path.exists(job.source):
         if os.path.samefile(job.source, job.dest):
             raise TokpackError("input and output are the same file", path=str(job.dest))
@@ -195,15 +202,55 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     # Workers leave Ctrl-C to the parent, which cancels them; SIGTERM ends them cleanly
     # (their atomic writes remove temporaries while unwinding).
+    global _PARENT
+    _PARENT = parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_as_interrupt)
+    _die_with_parent(parent)
+
+
+_PARENT: int | None = None  # a worker's parent process
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGTERM this worker when ``parent`` dies, even by SIGKILL: at once on Linux
+    (PR_SET_PDEATHSIG), within a second anywhere (a thread watching the parent's pid), and
+    at once if it died while this worker was starting."""
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the watcher below still holds
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="tokpack-parent-watch", daemon=True).start()
 
 
 def _raise_as_interrupt(signum, frame):
+    # Unwind (atomic writes remove their temporaries), then end for sure: the pool's worker
+    # loop catches what a job raises, even KeyboardInterrupt, and would wait for more work.
+    import threading
+
+    if _PARENT is not None and os.getppid() != _PARENT:
+        sys.stderr = open(os.devnull, "w")  # orphaned: no one to tell, no traceback on a terminal
+    threading.Timer(_EXIT_GRACE_S, os._exit, (128 + signum,)).start()
     raise KeyboardInterrupt
+
+
+_EXIT_GRACE_S = 2.0  # a terminated worker's time to clean up before it exits regardless
 
 
 def run_jobs(
@@ -229,7 +276,8 @@ def run_jobs(
                 on_result(results[-1])
             return results
         ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_worker_init) as pool:
+        with cf.ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(work, job): i for i, job in enumerate(jobs)}
             results: list[JobResult | None] = [None] * len(jobs)
             try:
@@ -326,8 +374,13 @@ def check_model(model: str, bandwidth: float | None = None):
 
 
 def _given_file(option: str, value: str | None) -> None:
-    if value is not None and not Path(value).expanduser().is_file():
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if not path.exists():
         raise UsageError(f"{option} {value}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{option} {value}: not a regular file")
 
 
 def _prior_file(option: str, value: str):
@@ -360,17 +413,45 @@ def _model(name: str, weights: str | None, device: str):
     return cached_model(name, weights=weights, device=device)
 
 
-def _source(job: Job):
-    import io
-    import sys
+def _regular(name: str | Path) -> bool:
+    """True for a regular file, or a name that does not exist yet."""
+    try:
+        return stat.S_ISREG(os.stat(name).st_mode)
+    except OSError:
+        return True
 
-    return io.BytesIO(sys.stdin.buffer.read()) if job.source == STDIO else Path(job.source)
+
+def _in_system_tree(folder: Path) -> bool:
+    """/dev, /proc and /sys: no output of tokpack's naming ever goes there."""
+    resolved = folder.resolve()
+    return any(resolved == Path(top) or Path(top) in resolved.parents for top in ("/dev", "/proc", "/sys"))
+
+
+def _source(job: Job):
+    """What a job reads: stdin and named pipes are read whole (soundfile needs to seek);
+    devices are refused, not read without end."""
+    import io
+
+    if job.source == STDIO:
+        return io.BytesIO(sys.stdin.buffer.read())
+    mode = os.stat(job.source).st_mode
+    if stat.S_ISFIFO(mode):
+        with open(job.source, "rb") as f:
+            return io.BytesIO(f.read())
+    if not stat.S_ISREG(mode):
+        raise TokpackError("not a regular file or a pipe (a device?): tokpack reads files and pipes",
+                           path=job.source)
+    return Path(job.source)
 
 
 def _target(job: Job):
-    import sys
-
-    return sys.stdout.buffer if job.dest is None else job.dest
+    """Where a job writes: stdout; a device or pipe named by -o (/dev/null), written as a
+    stream; else the path, through a temporary file."""
+    if job.dest is None:
+        return sys.stdout.buffer
+    if not _regular(job.dest):
+        return open(job.dest, "wb")  # noqa: SIM115 - lives as long as the job's process
+    return job.dest
 
 
 def remove_stale_temporaries(dest: Path) -> None:
@@ -383,14 +464,15 @@ def remove_stale_temporaries(dest: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _opens(job: Job) -> bool:
-    """Whether libsndfile recognises the input (stdin is checked when it is read)."""
-    if job.source == STDIO:
+def _opens(src) -> bool:
+    """Whether libsndfile recognises the input file (what came through a pipe is checked
+    when it is read)."""
+    if not isinstance(src, Path):
         return True
     import soundfile
 
     try:
-        soundfile.info(job.source)
+        soundfile.info(src)
     except (RuntimeError, OSError, TypeError):
         return False
     return True
@@ -411,7 +493,10 @@ def _guarded(job: Job, force: bool, fn) -> JobResult:
     except BrokenPipeError:
         raise  # stdout's reader went away (| head): the CLI ends quietly, as Unix tools do
     except (TokpackError, OSError) as exc:
-        if isinstance(exc, TokpackError):
+        if isinstance(exc, OutputError) and exc.message.startswith("already exists"):
+            # another process wrote the output first (a race): as if it had been there before
+            message = f"{exc.path} already exists (use -f to overwrite)"
+        elif isinstance(exc, TokpackError):
             message = str(exc) if exc.path and exc.path != job.source else exc.message
         else:
             message = exc.strerror or str(exc)
@@ -419,6 +504,13 @@ def _guarded(job: Job, force: bool, fn) -> JobResult:
                 message = f"{exc.filename}: {message}"
         # nothing was written: a failed job names no output
         return JobResult(job.source, None, "failed", error=message, seconds=time.perf_counter() - t0)
+    except Fatal:
+        raise
+    except Exception as exc:  # the last resort: MemoryError, RecursionError, a bug
+        if os.environ.get("TOKPACK_DEBUG", "") not in ("", "0"):
+            traceback.print_exception(exc)
+        return JobResult(job.source, None, "failed", error=internal_error(exc),
+                         seconds=time.perf_counter() - t0)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -453,9 +545,10 @@ def encode_job(options: EncodeOptions, job: Job, progress=None) -> JobResult:
         spec.n_codebooks(spec.default_bandwidth if options.bandwidth is None else options.bandwidth)
         # An unreadable file should fail as such before a model is loaded (or found missing):
         # encode() given the model's name reads the audio first.
-        model = _loaded_model(options.model, options.weights, options.device) if _opens(job) else options.model
+        src = _source(job)  # a named pipe is read here, once
+        model = _loaded_model(options.model, options.weights, options.device) if _opens(src) else options.model
         r = encode(
-            _source(job), _target(job), model=model, bandwidth=options.bandwidth, weights=options.weights,
+            src, _target(job), model=model, bandwidth=options.bandwidth, weights=options.weights,
             device=options.device, threads=options.threads, channels=options.channels,
             container=options.container, lm_weights=options.lm_weights, coder=options.coder,
             prior=options.prior, overwrite=options.force, progress=progress,
@@ -463,7 +556,7 @@ def encode_job(options: EncodeOptions, job: Job, progress=None) -> JobResult:
         return JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
             bytes_out=r.bytes_out, duration_s=r.duration_s, bitrate_bps=r.bitrate_bps,
-            warning=None if job.source == STDIO else data_size_warning(job.source),
+            warning=data_size_warning(job.source) if isinstance(src, Path) else None,
             prior=prior_label(r.prior_sha256), note=r.prior_note,
         )
 

@@ -93,3 +93,15 @@ class WeightsMismatch(ModelError):
 
 class UsageError(TokpackError):
     """The request itself is wrong (conflicting options, a directory without -r, ...)."""
+
+
+def internal_error(exc: BaseException) -> str:
+    """The one line said for a failure no typed error describes (a bug, or a resource
+    running out): ``internal error: MemoryError: Unable to allocate ...``."""
+    text = " ".join(str(exc).split())
+    if len(text) > 200:
+        text = text[:200] + "..."
+    kind = type(exc).__name__
+    if isinstance(exc, MemoryError):
+        kind = "out of memory (MemoryError)"
+    return f"internal error: {kind}: {text}" if text else f"internal error: {kind}"

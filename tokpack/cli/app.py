@@ -89,7 +89,16 @@ def main() -> None:
         if kind == "Abort":  # Ctrl-C while click was parsing
             sys.exit(EXIT_INTERRUPTED)
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            raise
+            # the last resort, outside any command's own handling: one line, exit 1
+            import os
+            import traceback
+
+            from tokpack.errors import internal_error
+
+            if "--debug" in sys.argv or os.environ.get("TOKPACK_DEBUG", "") not in ("", "0"):
+                traceback.print_exception(exc)
+            sys.stderr.write(f"tokpack: {internal_error(exc)}\n")
+            sys.exit(1)
         ctx = getattr(exc, "ctx", None)  # click's UsageError (or another ClickException)
         if kind == "NoArgsIsHelpError" and ctx is not None:
             sys.stdout.write(ctx.get_help() + "\n")

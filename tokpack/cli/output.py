@@ -15,7 +15,7 @@ from typing import Callable, TypeVar
 
 import typer
 
-from tokpack.errors import TokpackError
+from tokpack.errors import TokpackError, internal_error
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -85,6 +85,13 @@ class Messages:
         except (TokpackError, OSError) as exc:
             self.report(path, exc)
             raise typer.Exit(EXIT_FAILED) from None
+        except Exception as exc:  # the last resort: MemoryError, RecursionError, a bug
+            if isinstance(exc, (typer.Exit, typer.Abort)) or hasattr(exc, "exit_code"):
+                raise  # typer's exits and usage errors: main() says them
+            if self.debug:
+                traceback.print_exception(exc)
+            self.error(path, internal_error(exc))
+            raise typer.Exit(EXIT_FAILED) from None
 
 
 def _say(path: str | None, message: str) -> None:
@@ -99,4 +106,6 @@ def usage_error(message: str) -> typer.Exit:
 
 def make_messages(quiet: int, verbose: int, debug: bool) -> Messages:
     debug = debug or os.environ.get("TOKPACK_DEBUG", "") not in ("", "0")
+    if debug:
+        os.environ["TOKPACK_DEBUG"] = "1"  # batch workers print their tracebacks too
     return Messages(verbosity=verbose - quiet, debug=debug)

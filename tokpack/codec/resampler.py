@@ -62,6 +62,9 @@ def sinc_kernel(orig: int, new: int, dtype=None) -> tuple[torch.Tensor, int]:
     return kernels, width
 
 
+_CALL_VALUES = 1 << 22  # output values one convolution call may make (16 MiB of float32)
+
+
 class SincResampler:
     """Resample [channels, time] float32 pieces from ``orig`` to ``new`` Hz.
 
@@ -94,7 +97,10 @@ class SincResampler:
         self._taps = self._kernel.shape[-1]
         # one-signal calls must stay on oneDNN's side of torch's size rule (module doc)
         self._reserve = _MIN_CALL if channels == 1 else 0
-        self._block = max(block, self._taps + self._o)
+        # fewer input samples a call where many channels or a high ratio would make its
+        # output large (1024 channels to 768 kHz): a call's output stays within 16 MiB
+        per_sample = channels * -(-self._n // self._o)  # output values one input sample makes
+        self._block = max(min(block, _CALL_VALUES // per_sample), self._taps + self._o)
         self._steps = (self._block - self._taps) // self._o + 1  # output steps per call
         self._pending: list[torch.Tensor] = [torch.zeros(channels, self._width)]
         self._pending_len = self._width
