@@ -450,3 +450,18 @@ def test_device_inputs_and_outputs(small, tmp_path):
     run = tokpack("encode", "-m", "test_24khz", "/dev/zero", "-o", tmp_path / "z.tpk")
     fails_in_one_line(run, "/dev/zero: not a regular file or a pipe")
     assert not (tmp_path / "z.tpk").exists()
+
+
+def test_library_warnings_are_one_line_of_ours():
+    import warnings
+
+    from tokpack.cli.app import _one_line_warning
+
+    torch_file = "/venv/lib/python3.11/site-packages/torch/_weights_only_unpickler.py"
+    with pytest.MonkeyPatch.context() as mp:
+        lines = []
+        mp.setattr(sys, "stderr", type("E", (), {"write": lambda self, s: lines.append(s)})())
+        _one_line_warning(UserWarning("Detected pickle protocol 4 in the checkpoint,\n  which was not"),
+                          UserWarning, torch_file, 593)
+    assert lines == ["tokpack: warning: torch says: Detected pickle protocol 4 in the checkpoint, which was not\n"]
+    assert warnings.showwarning is not _one_line_warning  # installed by main() only, not on import

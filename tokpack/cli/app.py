@@ -75,12 +75,28 @@ for name, function, short in (
     app.command(name, cls=Command, short_help=short)(function)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning (torch, encodec, soundfile) as one line of ours on stderr, naming
+    where it came from, not a source line and a traceback-like location."""
+    import sys
+    from pathlib import Path
+
+    parts = Path(filename).parts  # .../site-packages/torch/serialization.py -> torch
+    origin = parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else Path(filename).stem
+    text = " ".join(str(message).split())
+    if len(text) > 200:
+        text = text[:200] + "..."
+    sys.stderr.write(f"tokpack: warning: {origin} says: {text}\n")
+
+
 def main() -> None:
     """The console script: typer's app, with usage errors (a missing argument, an unknown
     option) in one line and exit status 2, like the errors the commands report. (A closed
     stdout, ``| head``, ends it quietly with status 1: click's own handling.)"""
     import sys
+    import warnings
 
+    warnings.showwarning = _one_line_warning
     command = typer.main.get_command(app)
     try:
         status = command.main(prog_name="tokpack", standalone_mode=False)
