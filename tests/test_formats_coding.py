@@ -65,7 +65,7 @@ def test_coder_round_trip(bits, seed, n, coder):
             Coder.CTX: "ctx"}[coder]
     prior = uniform_prior(2**bits, 1) if coder == Coder.CTX else None
     used, data = encode(values, bits, name, COMPRESSOR, prior=prior, codebook_size=2**bits)
-    if coder == Coder.CTX and len(ctx.encode(values, prior, 2**bits)) < ctx.min_bytes(n, 2**bits):
+    if coder == Coder.CTX and len(ctx.encode(values, prior, 2**bits)) < ctx.min_bytes(values.shape, 2**bits):
         assert used != Coder.CTX  # under CTX's floor: what auto picks among coders 0-2
         assert (used, data) == encode(values, bits, "auto", COMPRESSOR)
     else:

@@ -103,14 +103,15 @@ def test_the_builders_make_valid_files():
         data == HEADER.to_bytes() + tokens_chunk(4) + tokens_chunk(2) + data[-spec.END_CHUNK_SIZE :]
     )
     assert with_end(data) == data
+    header = dataclasses.replace(SEGMENTED, source_frames=22, model_samples=22)  # 18 + 1 * 4
     segmented = dumps(
-        SEGMENTED,
+        header,
         np.zeros((1, 6), np.int64),
         segment_frames=[5, 1],
         scales=[1.0, 1.0],
         coder="pack",
     )
-    assert segmented[: -spec.END_CHUNK_SIZE] == SEGMENTED.to_bytes() + segment_chunk([5, 1])
+    assert segmented[: -spec.END_CHUNK_SIZE] == header.to_bytes() + segment_chunk([5, 1])
 
 
 def test_token_not_below_codebook_size():
@@ -154,11 +155,13 @@ def test_ctx_data_has_a_floor_of_bytes_per_token():
     for count in (1, 4):
         chunk = frame_chunk(spec.ChunkType.TOKENS, Coder.CTX, count, b"")
         error = rejected(header.to_bytes() + chunk, FieldOutOfRange, "payload_length")
-        assert "CTX takes at least 1" in str(error)
+        assert "CTX takes at least 4" in str(error)
     assert spec.CTX_TABLE_UNIT == 1024
-    assert ctx.min_bytes(750 * 8, 1024) == 750  # one bit per token
-    assert ctx.min_bytes(750 * 8, 2048) == 1500  # twice that at twice the table
-    assert ctx.min_bytes(1, 16) == 1
+    assert ctx.min_bytes((1, 8, 752), 1024) == 752  # one bit per token
+    assert ctx.min_bytes((1, 8, 750), 1024) == 752  # blocks of 16 frames count whole
+    assert ctx.min_bytes((1, 8, 752), 2048) == 1504  # twice that at twice the table
+    assert ctx.min_bytes((64, 64, 1), 1024) == 8192  # one-frame rows: a block's model each
+    assert ctx.min_bytes((1, 1, 1), 16) == 2
 
 
 def test_end_cannot_claim_more_samples_than_its_frames_stand_for():
@@ -229,7 +232,8 @@ def test_token_digest():
 
 
 def test_end_framing_rules():
-    data = dumps(HEADER, np.zeros((2, 0), np.int64), coder="zstd")
+    header = dataclasses.replace(HEADER, source_frames=0, model_samples=0)
+    data = dumps(header, np.zeros((2, 0), np.int64), coder="zstd")
     body = data[: -spec.END_CHUNK_SIZE]
     payload = data[-48:-4]
     rejected(body + frame_chunk(spec.ChunkType.END, 1, 0, payload), FieldOutOfRange, "param")

@@ -236,7 +236,7 @@ def test_ctx_chunks_with_no_data(weights, mode, tmp_path):
     if mode == "salvage":
         fails_in_one_line(run, "nothing to salvage")
     else:
-        fails_in_one_line(run, "payload_length", "CTX takes at least 1")
+        fails_in_one_line(run, "payload_length", "CTX takes at least 4")
 
 
 def test_the_largest_chunks_a_header_may_claim(weights, tmp_path):

@@ -97,7 +97,7 @@ def encode(
     best = best_payload = None
     for candidate in candidates:
         payload = coders[candidate]()
-        if candidate == spec.Coder.CTX and len(payload) < ctx.min_bytes(values.size, codebook_size):
+        if candidate == spec.Coder.CTX and len(payload) < ctx.min_bytes(tokens.shape, codebook_size):
             continue  # too compressible for CTX's floor: what "auto" picks among the others
         if best_payload is None or len(payload) < len(best_payload):
             best, best_payload = candidate, payload

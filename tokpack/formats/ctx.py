@@ -20,11 +20,15 @@ from tokpack.formats.prior import CodebookPrior, Prior
 _FREE_TOTAL = 1 << spec.CTX_PRECISION  # constriction adds one to every frequency
 
 
-def min_bytes(n_tokens: int, codebook_size: int) -> int:
-    """The fewest bytes CTX data of ``n_tokens`` tokens may take (FORMAT.md "Reader
-    limits"), so that decoding work per byte stays bounded however well tokens compress."""
+def min_bytes(shape: tuple[int, int, int], codebook_size: int) -> int:
+    """The fewest bytes CTX data of tokens [n_streams, n_codebooks, n_frames] may take
+    (FORMAT.md "Reader limits"), so that decoding work per byte stays bounded however well
+    the tokens compress: a block of CTX_BLOCK frames of a row costs a model of the whole
+    table, so the floor counts every row's blocks as full ones."""
+    n_streams, n_codebooks, n_frames = shape
+    slots = n_streams * n_codebooks * -(-n_frames // spec.CTX_BLOCK) * spec.CTX_BLOCK
     unit = spec.CTX_TABLE_UNIT
-    return -(-n_tokens * max(codebook_size, unit) // (8 * unit))
+    return -(-slots * max(codebook_size, unit) // (8 * unit))
 
 
 def quantize(weights: np.ndarray, total: int) -> np.ndarray:

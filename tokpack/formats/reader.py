@@ -259,7 +259,7 @@ class _ChunkParser:
             )
         shape = (header.n_streams, header.n_codebooks, count)
         if param == spec.Coder.CTX:
-            least = ctx.min_bytes(int(np.prod(shape)), header.codebook_size)
+            least = ctx.min_bytes(shape, header.codebook_size)
             if length - table_size < least:
                 raise FieldOutOfRange(
                     f"{label}: {length - table_size} bytes of CTX data for {int(np.prod(shape))} "

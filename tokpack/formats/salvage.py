@@ -32,11 +32,13 @@ from tokpack.formats.prior import PriorSource
 from tokpack.formats.reader import ContainerReader, _ChunkParser, _Source
 
 MAX_SALVAGE_BYTES = 2**30  # salvage holds the file in memory (once); 1 GiB is ~100 h at 24 kbps
-# Resynchronising checks candidate chunks byte by byte; each check reads at most a chunk.
-# The checks may read RESYNC_WORK_FACTOR times the file's size (plus a chunk) in all, after
-# which the rest of the file is given up (said as a cut-short end): crafted bytes cannot make
-# the scan quadratic.
+# Resynchronising checks candidate chunks (offsets holding a TOKENS or END type byte); each
+# check costs CANDIDATE_COST plus the bytes it reads (at most a chunk). The checks may cost
+# RESYNC_WORK_FACTOR times the file's size (plus a chunk) in all, after which the rest of
+# the file is given up (said, and treated as a cut-short end): crafted bytes cannot make the
+# scan quadratic, nor slow beyond a few microseconds per byte.
 RESYNC_WORK_FACTOR = 16
+CANDIDATE_COST = 1024
 MIN_CHUNK_BYTES = spec.CHUNK_FRAMING_SIZE + 1  # the fewest bytes a lost TOKENS chunk took
 
 
@@ -221,13 +223,15 @@ class _Scanner:
         self.result = Salvaged(header, [])
         self.index = 0  # the TOKENS chunk expected next
         self.digest = hashlib.blake2b(digest_size=spec.DIGEST_SIZE)  # of the chunks kept
+        self.raw = data.obj  # the buffer itself, for find()
+        self._types = (bytes([spec.ChunkType.TOKENS]), bytes([spec.ChunkType.END]))
         self.budget = RESYNC_WORK_FACTOR * len(data) + self.limit  # bytes resync may check
 
     def run(self) -> Salvaged:
         pos = self.header_size()
         unknown_gap: Damage | None = None
         while pos < len(self.data):
-            parsed = self.parse(pos)
+            parsed, why = self.attempt(pos)
             if parsed is not None:
                 kind, value, end = parsed
                 if kind == "tokens":
@@ -239,7 +243,7 @@ class _Scanner:
                 continue
             framed_end = self.framed_end(pos)
             if framed_end is not None:  # framing intact, contents damaged: exactly one chunk lost
-                self.lose(pos, 1, self.reason(pos), exact=True)
+                self.lose(pos, 1, why, exact=True)
                 pos = framed_end
                 continue
             nxt = self.resync(pos + 1)
@@ -318,19 +322,13 @@ class _Scanner:
                      and length <= self.limit and end <= len(self.data))
         return end if plausible else None
 
-    def reason(self, pos: int) -> str:
+    def attempt(self, pos: int):
+        """((kind, value, end), None) if a whole valid chunk starts at ``pos``, else
+        (None, why not): each offset is checked (and a CTX chunk decoded) once."""
         try:
-            self.strict(pos)
+            return self.strict(pos), None
         except FormatError as exc:
-            return exc.message.split(": ", 1)[-1]
-        return "damaged"
-
-    def parse(self, pos: int):
-        """(kind, value, end) if a whole valid chunk starts at ``pos``, else None."""
-        try:
-            return self.strict(pos)
-        except FormatError:
-            return None
+            return None, exc.message.split(": ", 1)[-1]
 
     def strict(self, pos: int):
         if pos + spec.CHUNK_HEAD_SIZE > len(self.data):
@@ -367,20 +365,28 @@ class _Scanner:
     def resync(self, start: int) -> int | None:
         """The next offset at which a whole TOKENS or END chunk validates (None when there
         is none, or when the checks have used up their budget)."""
-        types = (spec.ChunkType.TOKENS, spec.ChunkType.END)
-        for pos in range(start, len(self.data) - spec.CHUNK_FRAMING_SIZE + 1):
-            if self.data[pos] not in types:
-                continue
+        last = len(self.data) - spec.CHUNK_FRAMING_SIZE
+        pos = start
+        following = dict.fromkeys(self._types, -2)  # each type byte's next offset (-1: none)
+        while pos <= last:
+            for t, at in following.items():  # found at C speed, each byte searched once
+                if -1 < at < pos or at == -2:
+                    following[t] = self.raw.find(t, pos, last + 1)
+            found = [at for at in following.values() if at >= 0]
+            if not found:
+                return None
+            pos = min(found)
             length = struct.unpack_from("<I", self.data, pos + 4)[0]
-            if pos + spec.CHUNK_FRAMING_SIZE + length > len(self.data):
-                continue
-            self.budget -= spec.CHUNK_FRAMING_SIZE + length
+            self.budget -= CANDIDATE_COST
+            if pos + spec.CHUNK_FRAMING_SIZE + length <= len(self.data):
+                self.budget -= spec.CHUNK_FRAMING_SIZE + length
+                if self.budget >= 0 and self.attempt(pos)[0] is not None:
+                    return pos
             if self.budget < 0:
                 self.result.notes.append(
                     f"gave up resynchronising at offset {pos}: the damaged bytes would take more "
                     f"checking than {RESYNC_WORK_FACTOR} times the file's size"
                 )
                 return None
-            if self.parse(pos) is not None:
-                return pos
+            pos += 1
         return None

@@ -152,9 +152,10 @@ CTX_BLOCK = 16  # frames coded with one state of the adaptive counts
 # Decoding a CTX symbol costs a fixed amount plus work proportional to the model's table
 # (codebook_size entries), measured 2-11 us at 1024 codes and 38 us at 65,536 on one core.
 # So that work per payload byte is bounded, a CTX payload holds at least
-# ceil(N * max(codebook_size, CTX_TABLE_UNIT) / (8 * CTX_TABLE_UNIT)) bytes for N tokens:
-# one bit per token up to 1024 codes, proportionally more above (real codec tokens cost
-# 5-10 bits). A writer codes a chunk whose CTX bytes would be fewer with another coder.
+# ceil(slots * max(codebook_size, CTX_TABLE_UNIT) / (8 * CTX_TABLE_UNIT)) bytes, where slots
+# counts every row's blocks of CTX_BLOCK frames as full (a block costs a model of the whole
+# table): one bit per token up to 1024 codes, proportionally more above (real codec tokens
+# cost 5-10 bits). A writer codes a chunk whose CTX bytes would be fewer with another coder.
 CTX_TABLE_UNIT = 1024
 
 # Prior files (FORMAT.md "Prior files")

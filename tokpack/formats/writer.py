@@ -13,11 +13,12 @@ import zstandard
 from tokpack.formats import coding, spec
 from tokpack.formats.chunk import (
     Trailer,
+    covered_samples,
     encode_segment_table,
     frame_chunk,
     tokens_payload_limit,
 )
-from tokpack.formats.header import Header
+from tokpack.formats.header import Header, lengths_agree
 from tokpack.formats.prior import Prior, resolve
 
 
@@ -82,6 +83,7 @@ class ContainerWriter:
         self._pending_frames = 0
         self._segments: list[tuple[np.ndarray, np.ndarray]] = []
         self._max_segment_frames = header.segment_frames
+        self._n_segments = 0
         try:
             self._write(header.to_bytes())
         except BaseException:
@@ -142,6 +144,7 @@ class ContainerWriter:
             raise ValueError(f"scales must be finite and > 0 as float32, got {scale.tolist()}")
         self._segments.append((array, scale))
         self._max_segment_frames = n_frames
+        self._n_segments += 1
         if len(self._segments) == self.header.segments_per_chunk:
             self._emit_segments()
 
@@ -157,6 +160,14 @@ class ContainerWriter:
             self._pending, self._pending_frames = [], 0
         if self._segments:
             self._emit_segments()
+        covered = covered_samples(self.header, self._total_frames, self._n_segments, self._max_segment_frames)
+        if model_samples > covered:
+            raise ValueError(f"model_samples {model_samples} is more than the {covered} the "
+                             f"{self._total_frames} frames stand for (a reader rejects it)")
+        if not lengths_agree(source_frames, model_samples, self.header.source_sample_rate,
+                             self.header.model_sample_rate):
+            raise ValueError(f"source_frames {source_frames} is longer than model_samples "
+                             f"{model_samples} allows (a reader rejects it)")
         trailer = Trailer(
             n_chunks=self._n_chunks,
             total_frames=self._total_frames,
