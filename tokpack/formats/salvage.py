@@ -37,8 +37,8 @@ MAX_SALVAGE_BYTES = 2**30  # salvage holds the file in memory (once); 1 GiB is ~
 # RESYNC_WORK_FACTOR times the file's size (plus a chunk) in all, after which the rest of
 # the file is given up (said, and treated as a cut-short end): crafted bytes cannot make the
 # scan quadratic, nor slow beyond a few microseconds per byte.
-RESYNC_WORK_FACTOR = 16
-CANDIDATE_COST = 1024
+RESYNC_WORK_FACTOR = 32
+CANDIDATE_COST = 4096
 MIN_CHUNK_BYTES = spec.CHUNK_FRAMING_SIZE + 1  # the fewest bytes a lost TOKENS chunk took
 
 
@@ -378,9 +378,13 @@ class _Scanner:
             pos = min(found)
             length = struct.unpack_from("<I", self.data, pos + 4)[0]
             self.budget -= CANDIDATE_COST
-            if pos + spec.CHUNK_FRAMING_SIZE + length <= len(self.data):
+            end = pos + spec.CHUNK_FRAMING_SIZE + length
+            if end <= len(self.data):
                 self.budget -= spec.CHUNK_FRAMING_SIZE + length
-                if self.budget >= 0 and self.attempt(pos)[0] is not None:
+                # the CRC first, inline: most candidates fail it, and cheaply
+                crc_ok = zlib.crc32(self.data[pos : end - spec.CHUNK_CRC_SIZE]) == struct.unpack_from(
+                    "<I", self.data, end - spec.CHUNK_CRC_SIZE)[0]
+                if crc_ok and self.budget >= 0 and self.attempt(pos)[0] is not None:
                     return pos
             if self.budget < 0:
                 self.result.notes.append(
