@@ -16,6 +16,7 @@ import numpy as np
 
 from tokpack.formats import ChannelMode, ContainerWriter, Header, Resampler, dumps
 from tokpack.formats.prior import CodebookPrior, Prior, table
+from tokpack.formats.tokens import pack as pack_tokens
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
 SEED = 20261122
@@ -118,6 +119,13 @@ def golden_vectors() -> dict[str, bytes]:
                     model_samples=12_800)
     vectors["ctx_uniform.tpk"] = dumps(small, walk, coder="ctx")
     vectors["ctx_prior.tpk"] = dumps(small, walk, coder="ctx", prior=golden_prior())
+
+    # Version 1.2, tokens only (tokpack pack): another codec's [streams, codebooks, frames]
+    # array of 12-bit codes at 21.5 frames/s, without a model.
+    buffer = io.BytesIO()
+    pack_tokens(rng.integers(0, 4096, (2, 3, 20)), buffer, codebook_size=4096, frame_rate=21.5,
+                codec="snac", coder="zstd")
+    vectors["tokens_only.tpk"] = buffer.getvalue()
     return vectors
 
 

@@ -210,3 +210,13 @@ def test_crc_check_comes_before_payload_parsing():
     data[spec.HEADER_SIZE + 1] = 0x09
     with pytest.raises(ChecksumMismatch):
         loads(bytes(data))
+
+
+def test_tokens_only_content():
+    from tokpack.formats.tokens import unpack
+
+    header = read_container(DATA / "tokens_only.tpk").header
+    assert header.tokens_only and header.flags == spec.Flags.TOKENS_ONLY | spec.Flags.STREAM_AXIS
+    assert (header.version_minor, header.model_id, header.frame_rate) == (2, "snac", 21.5)
+    array = unpack(DATA / "tokens_only.tpk")
+    assert array.shape == (2, 3, 20) and array.dtype == np.uint16 and array.max() < 4096

@@ -14,6 +14,7 @@ from tokpack.errors import (
     FieldOutOfRange,
     FormatError,
     Truncated,
+    UnsupportedFeature,
     UnsupportedVersion,
 )
 from tokpack.formats import spec
@@ -67,6 +68,7 @@ class Header:
     model_samples: int | None = None
     version_minor: int = 0
     prior_sha256: bytes | None = None  # version 1.1 on; zeros name the uniform prior
+    flags: int = 0  # version 1.2 on: spec.Flags
 
     def __post_init__(self) -> None:
         self._check_identity()
@@ -86,6 +88,42 @@ class Header:
                     raise _out_of_range(name, f"{value} is out of range 0..2^48 (or unknown)")
                 object.__setattr__(self, name, value)
         self._check_consistency()
+        self._check_flags()
+
+    def _check_flags(self) -> None:
+        flags = _as_int(self.flags, "flags")
+        if flags and self.version_minor < spec.FLAGS_MINOR:
+            raise _out_of_range("flags", f"{flags:#x} needs version 1.{spec.FLAGS_MINOR} or later "
+                                         "(reserved before, must be 0)")
+        unknown = flags & ~spec.KNOWN_FLAGS
+        if unknown:
+            raise UnsupportedFeature(
+                f"flags bit(s) {unknown:#x} are not known to this reader (a newer writer's feature)",
+                offset=spec.HEADER_OFFSET["flags"], field="flags")
+        flags = spec.Flags(flags)
+        object.__setattr__(self, "flags", flags)
+        if not flags:
+            return
+        if not flags & spec.Flags.TOKENS_ONLY:
+            raise _out_of_range("flags", "STREAM_AXIS needs TOKENS_ONLY")
+        rules = (
+            (self.segment_length == 0, "segment_length 0"),
+            (self.model_channels == 1, "model_channels 1"),
+            (self.resampler == spec.Resampler.NONE, "resampler NONE"),
+            (self.source_channels == self.n_streams, "source_channels == n_streams"),
+            (self.source_frames is None or self.model_samples is None
+             or self.source_frames == self.model_samples, "source_frames == model_samples"),
+            (self.model_samples is None or self.model_samples % self.hop_length == 0,
+             "model_samples a multiple of hop_length"),
+        )
+        broken = [rule for holds, rule in rules if not holds]
+        if broken:
+            raise _out_of_range("flags", "a tokens-only header needs " + ", ".join(broken))
+
+    @property
+    def tokens_only(self) -> bool:
+        """No model: tokens of a codec tokpack does not run (``tokpack pack``)."""
+        return bool(self.flags & spec.Flags.TOKENS_ONLY)
 
     def _check_identity(self) -> None:
         model_id = self.model_id
@@ -226,7 +264,7 @@ class Header:
             magic=spec.MAGIC,
             version_major=spec.VERSION_MAJOR,
             header_size=self.header_size,
-            flags=0,
+            flags=int(self.flags),
             model_id=self.model_id.encode("ascii"),
             reserved_107=0,
             reserved_114=0,
@@ -341,7 +379,7 @@ def _parse(data: bytes, header_size: int) -> Header:
             strict=True,
         )
     )
-    for name in ("flags", "reserved_107", "reserved_114"):
+    for name in ("reserved_107", "reserved_114"):
         if fields[name]:
             raise _out_of_range(name, f"reserved, must be 0 (got {fields[name]:#x})")
     raw_id = fields["model_id"]

@@ -11,7 +11,7 @@ FORMAT_DATE = "2026-12-01"
 
 MAGIC = b"\x89TPK\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # the newest minor version this code reads and writes
+VERSION_MINOR = 2  # the newest minor version this code reads and writes
 
 # Header (section "Header" of FORMAT.md): (field, offset, struct code) in file order.
 HEADER_FIELDS = (
@@ -76,6 +76,17 @@ MAX_SOURCE_CHANNELS = 1024
 # unpacking) whatever the header claims. tokpack's largest chunks: 64 streams x 32
 # codebooks x 750 frames = 1,536,000 tokens.
 MAX_CHUNK_TOKENS = 2**21
+
+
+class Flags(enum.IntFlag):
+    """Header ``flags`` (offset 12), version 1.2 on; other bits are reserved."""
+
+    TOKENS_ONLY = 1  # no model: tokens of a codec tokpack does not run (tokpack pack)
+    STREAM_AXIS = 2  # with TOKENS_ONLY: the array had a stream axis, [S, K, T]
+
+
+KNOWN_FLAGS = int(Flags.TOKENS_ONLY | Flags.STREAM_AXIS)  # an int: ~ of an IntFlag keeps only its bits
+FLAGS_MINOR = 2  # the first minor version with flags
 
 
 class ChannelMode(enum.IntEnum):

@@ -42,9 +42,9 @@ class ContainerWriter:
             raise ValueError(
                 f"coder must be one of {', '.join(coding.CODER_CHOICES)}, got {coder!r}"
             )
-        if header.version_minor not in (0, spec.VERSION_MINOR):
+        if not 0 <= header.version_minor <= spec.VERSION_MINOR:
             raise ValueError(
-                f"this writer writes versions {spec.VERSION_MAJOR}.0 and "
+                f"this writer writes versions {spec.VERSION_MAJOR}.0 to "
                 f"{spec.VERSION_MAJOR}.{spec.VERSION_MINOR}, the header says minor version "
                 f"{header.version_minor}"
             )
@@ -58,7 +58,8 @@ class ContainerWriter:
                 )
             if header.version_minor and header.prior_sha256 != prior.sha256:
                 raise ValueError("the header names another prior than the one given")
-            header = dataclasses.replace(header, version_minor=1, prior_sha256=prior.sha256)
+            header = dataclasses.replace(header, version_minor=max(header.version_minor, 1),
+                                         prior_sha256=prior.sha256)
             if prior.codebook_size != header.codebook_size or prior.n_codebooks < header.n_codebooks:
                 raise ValueError(
                     f"the prior has {prior.n_codebooks} codebook(s) of {prior.codebook_size} "
