@@ -60,6 +60,7 @@ def test_json_of_a_golden_file_is_exact():
         "schema_version": 1,
         "path": str(DATA / "tiny_24khz.tpk"),
         "format": "tpk",
+        "tokens_only": False,
         "file_bytes": 229,
         "model_id": "test_24khz",
         "weights_sha256": obj["weights_sha256"],

@@ -5,12 +5,15 @@ and file objects; an existing output is kept unless ``overwrite=True``);
 ``tokpack.encode_array`` and ``tokpack.decode_tokens`` do the same in memory (samples ->
 tokens + header -> samples), and ``tokpack.inspect`` is ``tokpack inspect``. They (and
 torch) are imported on first use, so ``import tokpack`` stays light.
+``tokpack.pack_tokens`` and ``tokpack.unpack_tokens`` store any codec's token array in a
+container and give it back (``tokpack pack``/``unpack``; numpy only, no model).
 """
 
 __version__ = "0.1.0"
 
 _ENGINE = ("encode", "decode", "encode_array", "decode_tokens", "inspect")
-__all__ = ["__version__", *_ENGINE]
+_TOKENS = {"pack_tokens": "pack", "unpack_tokens": "unpack"}
+__all__ = ["__version__", *_ENGINE, *_TOKENS]
 
 
 def __getattr__(name: str):
@@ -18,4 +21,8 @@ def __getattr__(name: str):
         from tokpack.codec import engine
 
         return getattr(engine, name)
+    if name in _TOKENS:
+        from tokpack.formats import tokens
+
+        return getattr(tokens, _TOKENS[name])
     raise AttributeError(f"module 'tokpack' has no attribute {name!r}")

@@ -600,7 +600,8 @@ def verify_job(options: DecodeOptions, job: Job) -> JobResult:
         f = open(src, "rb") if isinstance(src, Path) else src
         with f, open_tokens(f, job.source, lm_weights=options.lm_weights,
                             priors=options.priors) as reader:
-            check_header_fits(reader.header, get_spec(reader.header.model_id))
+            if not reader.header.tokens_only:  # tokens only: no model to fit them to
+                check_header_fits(reader.header, get_spec(reader.header.model_id))
             for _ in reader:
                 pass
             trailer, size = reader.trailer, reader.bytes_read

@@ -91,6 +91,11 @@ class WeightsMismatch(ModelError):
     """A container was encoded with other weights than those given for decoding."""
 
 
+class TokensError(TokpackError):
+    """An array that cannot be stored as tokens (``tokpack pack``): not integers, the wrong
+    rank, or values outside the codebook."""
+
+
 class UsageError(TokpackError):
     """The request itself is wrong (conflicting options, a directory without -r, ...)."""
 

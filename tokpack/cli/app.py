@@ -15,6 +15,7 @@ from tokpack.cli.decode import decode_command
 from tokpack.cli.encode import encode_command
 from tokpack.cli.inspect_cmd import inspect_command
 from tokpack.cli.models_cmd import models_command
+from tokpack.cli.pack_cmd import pack_command, unpack_command
 from tokpack.cli.train_prior import train_prior_command
 
 class Command(TyperCommand):
@@ -70,6 +71,8 @@ for name, function, short in (
     ("compare", compare_command, "SNR, SI-SDR, mel distance (STOI, PESQ) against a reference."),
     ("bench", bench_command, "Bitrate against quality for models and bandwidths."),
     ("train-prior", train_prior_command, "A CTX prior (.tpp) from your audio or containers."),
+    ("pack", pack_command, "Any codec's token array (.npy, .pt) -> .tpk, no model."),
+    ("unpack", unpack_command, "The tokens of any .tpk -> .npy, no model, no torch."),
     ("models", models_command, "The codec models: rates, bandwidths, weights."),
 ):
     app.command(name, cls=Command, short_help=short)(function)

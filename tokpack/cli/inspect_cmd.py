@@ -15,6 +15,10 @@ from tokpack.formats.prior import prior_label
 
 
 def _rows(s) -> list[tuple[str, str]]:
+    return _tokens_only_rows(s) if s.tokens_only else _rows_common(s)
+
+
+def _rows_common(s) -> list[tuple[str, str]]:
     duration = f"{s.duration_s:.3f} s ({s.source_frames} frames at {s.source_sample_rate} Hz, {s.source_channels} ch)"
     bitrate = f"{s.bitrate_bps / 1000:.3f} kbps" if s.bitrate_bps is not None else "n/a (empty)"
     return [
@@ -25,13 +29,24 @@ def _rows(s) -> list[tuple[str, str]]:
         ("source", duration),
         ("file", f"{s.file_bytes} bytes ({human_bytes(s.file_bytes)}), {s.n_chunks} chunks, {s.total_frames} frames"),
         ("bitrate", f"{bitrate} actual, {s.nominal_bitrate_bps / 1000:g} kbps nominal"),
-        ("compression", f"{s.compression_ratio:.1f}x vs 16-bit PCM"),
+        ("compression", "n/a (tokens only)" if s.compression_ratio is None
+         else f"{s.compression_ratio:.1f}x vs 16-bit PCM"),
         ("overhead", f"{s.overhead_bytes} bytes " + ("(header, framing, segment tables, END)"
                                                      if s.format == "tpk" else "(header, scales)")),
         ("coders", ", ".join(f"{name} {n}" for name, n in s.coders.items() if n) or "none"),
         ("prior", prior_label(s.prior_sha256)
          or ("none (format 1.0)" if s.format == "tpk" else "none (.ecdc)")),
     ]
+
+
+def _tokens_only_rows(s) -> list[tuple[str, str]]:
+    """A tokpack pack container: a codec's tokens, no model and no audio."""
+    rows = _rows_common(s)
+    rows[0:2] = [("codec", f"{s.model_id} (tokens only, from tokpack pack: no model)"),
+                 ("frame rate", f"{s.frame_rate_hz:g} frames/s")]
+    rows[3] = ("duration", f"{s.duration_s:.3f} s ({s.total_frames} frames)")
+    del rows[6]  # no audio to compare with PCM
+    return rows
 
 
 def _codebook_rows(s) -> list[tuple[str, ...]]:

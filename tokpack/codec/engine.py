@@ -29,7 +29,7 @@ from tokpack.codec.channels import from_streams, plan_channels, to_streams
 from tokpack.codec.memory import release_memory
 from tokpack.codec.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from tokpack.codec.threads import torch_threads
-from tokpack.errors import AudioError, FormatError, ModelError, OutputError, UsageError, WeightsMismatch
+from tokpack.errors import AudioError, FormatError, ModelError, OutputError, TokpackError, UsageError, WeightsMismatch
 from tokpack.formats import (
     ChannelMode,
     ContainerReader,
@@ -643,7 +643,15 @@ def read_model_id(src: Src) -> str:
         start = f.tell()
         is_ecdc = f.read(len(MAGIC)) == MAGIC or named
         f.seek(start)
-        result = read_ecdc_info(f).model if is_ecdc else read_header(f).model_id
+        if is_ecdc:
+            result = read_ecdc_info(f).model
+        else:
+            header = read_header(f)
+            if header.tokens_only:
+                raise TokpackError(
+                    f"holds tokens only ({header.model_id}, from tokpack pack): there is no model to "
+                    "decode them with; 'tokpack unpack' gives the array")
+            result = header.model_id
         f.seek(start)
         return result
 

@@ -36,6 +36,7 @@ class ContainerStats:
     schema_version: int
     path: str | None
     format: str  # "tpk", or "ecdc" (EnCodec's own file)
+    tokens_only: bool  # a tokpack pack container: a codec's tokens without a model, no audio
     file_bytes: int
     model_id: str
     weights_sha256: str
@@ -56,7 +57,7 @@ class ContainerStats:
     total_frames: int
     n_chunks: int
     bitrate_bps: float | None  # file bits / duration; None for an empty source
-    compression_ratio: float  # 16-bit PCM of the source at its rate and channels / file bytes
+    compression_ratio: float | None  # 16-bit PCM of the source / file bytes (None: tokens only)
     token_bytes: int  # coded tokens only
     overhead_bytes: int  # everything else: header, chunk framing, segment tables, END
     coders: dict[str, int]  # TOKENS chunks per coder
@@ -124,6 +125,7 @@ def reader_stats(reader, *, file_format: str = "tpk", coder: str | None = None) 
         schema_version=SCHEMA_VERSION,
         path=reader.path,
         format=file_format,
+        tokens_only=h.tokens_only,
         file_bytes=file_bytes,
         model_id=h.model_id,
         weights_sha256=h.weights_sha256.hex(),
@@ -144,7 +146,7 @@ def reader_stats(reader, *, file_format: str = "tpk", coder: str | None = None) 
         total_frames=trailer.total_frames,
         n_chunks=trailer.n_chunks,
         bitrate_bps=file_bytes * 8 / duration if duration > 0 else None,
-        compression_ratio=pcm_bytes / file_bytes,
+        compression_ratio=None if h.tokens_only else pcm_bytes / file_bytes,
         token_bytes=token_bytes,
         overhead_bytes=file_bytes - token_bytes,
         coders=coders,
