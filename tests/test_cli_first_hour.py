@@ -169,7 +169,7 @@ def test_inspect_reads_ecdc_and_names_a_wav(wav, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["", "encode", "decode", "inspect", "compare", "bench",
-                                     "train-prior", "models"])
+                                     "train-prior", "models", "pack", "unpack"])
 def test_help_fits_80_columns_without_type_names(command):
     r = tokpack(*([command] if command else []), "-h", env={**os.environ, "COLUMNS": "80"})
     text = r.stdout.decode()
@@ -259,6 +259,7 @@ def test_models_are_listed():
                                                "test_48khz"]
     assert rows[0]["bandwidths_kbps"] == [1.5, 3.0, 6.0, 12.0, 24.0]
     assert rows[0]["default_bandwidth_kbps"] == 6.0
+    assert {(row["family"], row["extra"]) for row in rows} == {("encodec", None)}
     text = runner.invoke(app, ["models"]).stdout.splitlines()
     assert text[1].split()[:5] == ["encodec_24khz", "24k", "1", "75", "1.5"]
 

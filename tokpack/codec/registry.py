@@ -40,6 +40,8 @@ class ModelSpec:
     segment_stride: int = 0
     #: frames per container chunk: 10 s of tokens (whole segments when segmented)
     frames_per_chunk: int = 750
+    family: str = "encodec"  # the codec family (the architecture and its code)
+    extra: str | None = None  # the pip extra the family needs beyond tokpack's own dependencies
 
     @property
     def frame_rate(self) -> float:

@@ -91,7 +91,8 @@ def describe_models() -> list[dict]:
             source = f"official {spec.checkpoint}"
             here = official_cache_path(spec).is_file()
         rows.append({
-            "model": spec.name, "sample_rate": spec.sample_rate, "channels": spec.channels,
+            "model": spec.name, "family": spec.family, "extra": spec.extra,
+            "sample_rate": spec.sample_rate, "channels": spec.channels,
             "frame_rate_hz": spec.frame_rate, "causal": spec.causal,
             "codebook_size": spec.codebook_size, "max_codebooks": spec.max_codebooks,
             "bandwidths_kbps": list(spec.bandwidths),
