@@ -181,3 +181,35 @@ def test_flags_need_version_1_2_and_a_tokens_only_header():
     with pytest.raises(FieldOutOfRange, match="source_frames == model_samples"):
         dataclasses.replace(base, source_frames=3)
     assert Header.from_bytes(base.to_bytes()) == base
+
+
+def test_a_prior_trained_on_packed_tokens(tmp_path):
+    """train-prior on tokens-only containers needs no model: neighbour lists come from the
+    tokens; packing with the prior is smaller, and unpacking needs it."""
+    rng = np.random.default_rng(5)
+
+    def walk(frames):  # codes that move to nearby codes, as frame-to-frame codec tokens do
+        return np.cumsum(rng.integers(-2, 3, (4, frames)), axis=1) % 512
+
+    for i in range(4):
+        np.save(tmp_path / f"train{i}.npy", walk(2000))
+        assert runner.invoke(app, ["pack", "-q", str(tmp_path / f"train{i}.npy"), "-K", "512",
+                                   "--frame-rate", "50", "--codec", "toy"]).exit_code == 0
+    r = runner.invoke(app, ["train-prior", *(str(tmp_path / f"train{i}.tpk") for i in range(4)),
+                            "-o", str(tmp_path / "toy.tpp")])
+    assert r.exit_code == 0, r.stderr
+    test = walk(3000)
+    plain, trained = io.BytesIO(), io.BytesIO()
+    packing.pack(test, plain, codebook_size=512, frame_rate=50, codec="toy")
+    from tokpack.formats.prior import load
+
+    prior = load(tmp_path / "toy.tpp")
+    packing.pack(test, trained, codebook_size=512, frame_rate=50, codec="toy", prior=prior)
+    assert len(trained.getvalue()) < 0.9 * len(plain.getvalue())
+    from tokpack.errors import PriorNotFound
+
+    with pytest.raises(PriorNotFound):
+        packing.unpack(io.BytesIO(trained.getvalue()))
+    assert np.array_equal(packing.unpack(io.BytesIO(trained.getvalue()), priors=[prior]), test)
+    with pytest.raises(TokensError, match="the prior is for 4 codebook"):
+        packing.pack(np.zeros((5, 10), np.int64), io.BytesIO(), codebook_size=512, frame_rate=50, prior=prior)

@@ -53,6 +53,38 @@ def _rank_counts(row: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     return np.bincount(ranks[ranks < n], minlength=n)
 
 
+def successor_neighbours(files: Sequence[np.ndarray], n_codebooks: int, codebook_size: int,
+                         n_neighbours: int) -> list[np.ndarray | None]:
+    """Neighbour lists from the tokens alone (no codebook vectors: a codec tokpack does not
+    run): for each code the codes that most often follow it in ``files``, then the most
+    common codes; M distinct codes per row (None where M would be 0)."""
+    m = min(n_neighbours, codebook_size - 1)
+    if m <= 0:
+        return [None] * n_codebooks
+    lists = []
+    for k in range(n_codebooks):
+        rows_of = [row for tokens in files for row in tokens[:, k].astype(np.int64)]
+        overall = sum((np.bincount(row, minlength=codebook_size) for row in rows_of),
+                      np.zeros(codebook_size, np.int64))
+        common = np.argsort(-overall, kind="stable")  # most common first, low codes on ties
+        pairs = np.concatenate([row[:-1] * codebook_size + row[1:] for row in rows_of] or [np.zeros(0, np.int64)])
+        pair, count = np.unique(pairs, return_counts=True)
+        prev, nxt = pair // codebook_size, pair % codebook_size
+        order = np.lexsort((nxt, -count, prev))  # by code, then most frequent successor
+        prev, nxt = prev[order], nxt[order]
+        starts = np.searchsorted(prev, np.arange(codebook_size + 1))
+        table = np.empty((codebook_size, m), np.int64)
+        for x in range(codebook_size):
+            chosen = dict.fromkeys(int(c) for c in nxt[starts[x] : starts[x + 1]][:m])
+            for c in common:
+                if len(chosen) == m:
+                    break
+                chosen.setdefault(int(c))
+            table[x] = list(chosen)
+        lists.append(table)
+    return lists
+
+
 def train(files: Sequence[np.ndarray], *, codebook_size: int, model_id: str,
           weights_sha256: bytes, neighbours: Sequence[np.ndarray | None] | None = None,
           frames_per_chunk: int = 750) -> tuple[Prior, Report]:

@@ -65,7 +65,10 @@ def train_prior(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
     if model is None:
         if not containers:
             raise UsageError("audio inputs need a model (-m)")
-        model = ContainerReader(containers[0]).header.model_id
+        first = ContainerReader(containers[0]).header
+        if first.tokens_only:
+            return _train_tokens_only(inputs, containers, first, output, n_neighbours, overwrite)
+        model = first.model_id
     spec = get_spec(model)
     loaded = load_model(spec.name, weights=weights)
     files = []
@@ -89,6 +92,36 @@ def train_prior(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
         f.write(prior.file_bytes)
     frames = sum(f.shape[0] * f.shape[2] for f in files)
     return TrainResult(prior, report, spec.name, len(files), frames / spec.frame_rate,
+                       prior.sha256.hex(), os.fspath(output))
+
+
+def _train_tokens_only(inputs, containers, first, output, n_neighbours: int,
+                       overwrite: bool) -> TrainResult:
+    """A prior for tokens-only containers (tokpack pack) of one codec: no model, so the
+    neighbour lists come from the tokens (the codes that most often follow each code)."""
+    from tokpack._io import atomic_write
+    from tokpack.train import successor_neighbours
+
+    if len(containers) != len(inputs):
+        raise UsageError(f"{next(p for p in inputs if p not in containers)}: tokens-only containers "
+                         f"({first.model_id}) train without a model: give containers only")
+    files = []
+    for path in containers:
+        container = read_container(path)
+        h = container.header
+        if not h.tokens_only or (h.model_id, h.codebook_size) != (first.model_id, first.codebook_size):
+            raise UsageError(f"{path}: not tokens of {first.model_id} with {first.codebook_size} codes "
+                             "like the first container")
+        files.append(container.tokens)
+    n_codebooks = min(f.shape[1] for f in files)
+    neighbours = successor_neighbours(files, n_codebooks, first.codebook_size, n_neighbours)
+    prior, report = train(files, codebook_size=first.codebook_size, model_id=first.model_id,
+                          weights_sha256=first.weights_sha256, neighbours=neighbours,
+                          frames_per_chunk=first.frames_per_chunk)
+    with atomic_write(output, overwrite=overwrite) as f:
+        f.write(prior.file_bytes)
+    frames = sum(f.shape[0] * f.shape[2] for f in files)
+    return TrainResult(prior, report, first.model_id, len(files), frames / first.frame_rate,
                        prior.sha256.hex(), os.fspath(output))
 
 

@@ -86,7 +86,7 @@ def check_array(array, codebook_size: int) -> np.ndarray:
 
 
 def tokens_header(shape: tuple[int, ...], codebook_size: int, frame_rate, *, sample_rate: int | None = None,
-                  codec: str = DEFAULT_CODEC) -> Header:
+                  codec: str = DEFAULT_CODEC, prior_sha256: bytes | None = None) -> Header:
     """The header of a tokens-only container for an array of ``shape`` ([K, T] or [S, K, T])."""
     rate, hop = check_options(codebook_size, frame_rate, sample_rate, codec)
     streams, codebooks, frames = (1, *shape) if len(shape) == 2 else shape
@@ -100,7 +100,7 @@ def tokens_header(shape: tuple[int, ...], codebook_size: int, frame_rate, *, sam
             source_sample_rate=rate, source_channels=streams, n_streams=streams,
             channel_mode=spec.ChannelMode.SPLIT if streams > 1 else spec.ChannelMode.AS_IS,
             frames_per_chunk=per_chunk, source_frames=samples, model_samples=samples,
-            version_minor=spec.VERSION_MINOR,
+            version_minor=spec.VERSION_MINOR, prior_sha256=prior_sha256,
             flags=spec.Flags.TOKENS_ONLY | (spec.Flags.STREAM_AXIS if len(shape) == 3 else 0),
         )
     except FieldOutOfRange as exc:
@@ -120,7 +120,11 @@ def pack(array: np.ndarray, dst: str | os.PathLike | BinaryIO, *, codebook_size:
     """Store ``array`` ([K, T] or [S, K, T] integers below ``codebook_size``) in a
     tokens-only container at ``dst`` (a path, written in place, or a binary file)."""
     tokens = check_array(array, codebook_size)
-    header = tokens_header(np.shape(array), codebook_size, frame_rate, sample_rate=sample_rate, codec=codec)
+    header = tokens_header(np.shape(array), codebook_size, frame_rate, sample_rate=sample_rate, codec=codec,
+                           prior_sha256=None if prior is None else prior.sha256)
+    if prior is not None and (prior.codebook_size != codebook_size or prior.n_codebooks < header.n_codebooks):
+        raise TokensError(f"the prior is for {prior.n_codebooks} codebook(s) of {prior.codebook_size} codes; "
+                          f"these tokens have {header.n_codebooks} of {codebook_size}")
     with ContainerWriter(dst, header, coder=coder, prior=prior) as writer:
         step = header.frames_per_chunk
         for start in range(0, tokens.shape[2], step):
