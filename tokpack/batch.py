@@ -572,7 +572,9 @@ def decode_job(options: DecodeOptions, job: Job, progress=None) -> JobResult:
         r = decode(
             src, _target(job), sample_rate=options.sample_rate, subtype=options.subtype,
             force_weights=options.force_weights, threads=options.threads,
-            model=_model(model_id, options.weights, options.device), salvage=options.salvage,
+            # salvage holds the whole file while it reads it: the model comes after, not beside it
+            model=None if options.salvage else _model(model_id, options.weights, options.device),
+            salvage=options.salvage, weights=options.weights, device=options.device,
             lm_weights=options.lm_weights, priors=options.priors, overwrite=options.force,
             progress=progress,
         )
