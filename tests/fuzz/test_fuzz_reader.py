@@ -128,6 +128,24 @@ def _crafted_params():
             yield pytest.param(family, seed, id=f"{family}-{seed}")
 
 
+MEMORY_RISE_LIMIT = 256 * 2**20  # what one case may add to the process's peak RSS
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _rss_rise(fn) -> tuple[object, int]:
+    """``fn()`` and how far the peak RSS rose above the RSS before it (the peak is reset
+    first through /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kib("VmRSS")
+    result = fn()
+    return result, (_status_kib("VmHWM") - before) * 1024
+
+
 @pytest.mark.parametrize("family, seed", list(_crafted_params()))
 def test_crafted_files_raise_only_format_errors_quickly(family, seed, request):
     if family == "ecdc":
@@ -135,9 +153,10 @@ def test_crafted_files_raise_only_format_errors_quickly(family, seed, request):
     kind, data = crafted(random.Random(f"crafted-test:{family}:{seed}"), family)
     calls, allowed = readers(family)
     for name, read in calls:
-        outcome, elapsed = timed(read, data, allowed)
+        (outcome, elapsed), rise = _rss_rise(lambda: timed(read, data, allowed))
         assert outcome != "interrupted" and elapsed < TIME_LIMIT_S, (
             f"{kind} ({len(data)} bytes): {name} took {elapsed:.2f} s ({outcome})")
+        assert rise <= MEMORY_RISE_LIMIT, f"{kind} ({len(data)} bytes): {name} took {rise / 2**20:.0f} MiB"
 
 
 # --- lengths ------------------------------------------------------------------------
