@@ -42,7 +42,6 @@ import collections
 import ctypes
 import gc
 import io
-import os
 import random
 import resource
 import signal

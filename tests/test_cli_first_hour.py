@@ -3,7 +3,6 @@ statuses and stderr lines."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess

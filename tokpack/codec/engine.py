@@ -671,10 +671,10 @@ def check_header_fits(header: Header, spec: ModelSpec) -> None:
         "segment_length": spec.segment_length,
         "segment_stride": spec.segment_stride,
     }
-    for field, value in expected.items():
-        if getattr(header, field) != value:
-            raise FormatError(f"{getattr(header, field)} does not match model {spec.name} "
-                              f"(expected {value})", field=field)
+    for name, value in expected.items():
+        if getattr(header, name) != value:
+            raise FormatError(f"{getattr(header, name)} does not match model {spec.name} "
+                              f"(expected {value})", field=name)
     if header.n_codebooks > spec.max_codebooks:
         raise FormatError(f"{header.n_codebooks} codebooks; model {spec.name} has at most "
                           f"{spec.max_codebooks}", field="n_codebooks")
