@@ -79,7 +79,7 @@ def main() -> int:
         print(f"no shipped prior for {model_spec.name} with these weights", file=sys.stderr)
     lm = None
     if args.lm:
-        from tokpack.codec.lm import lm_decode, lm_encode, load_lm
+        from tokpack.codecs.encodec.lm import lm_decode, lm_encode, load_lm
 
         lm = load_lm(model_spec.name)
     compressor = zstandard.ZstdCompressor(level=spec.ZSTD_LEVEL, write_content_size=True,

@@ -73,7 +73,7 @@ def reference_model(loaded):
     """encodec's own EncodecModel (weight norm, as encodec builds it) with the same weights."""
     import torch
 
-    from tokpack.codec.architecture import build_architecture
+    from tokpack.codecs.encodec.architecture import build_architecture
     from tokpack.codec.registry import get_spec
 
     spec = loaded.spec

@@ -62,7 +62,8 @@ def cpu_flags() -> set[str]:
 def worker(out: Path, files: list[Path]) -> None:
     import torch
 
-    from tokpack.codec import engine, streaming, testmodels
+    from tokpack.codec import engine, testmodels
+    from tokpack.codecs.encodec import streaming
     from tokpack.codec.agreement import compare_codes
     from tokpack.codec.threads import torch_threads
     from tokpack.codec.weights import load_model

@@ -127,7 +127,7 @@ except (OSError, AttributeError):
 
 # readers: (name, call, the exceptions that may escape)
 def read_ecdc_info(f):
-    from tokpack.codec.ecdc import read_ecdc_info as read
+    from tokpack.codecs.encodec.ecdc import read_ecdc_info as read
 
     return read(f)
 
@@ -135,8 +135,8 @@ def read_ecdc_info(f):
 def iterate_ecdc(f):
     """Every chunk of an EcdcReader. An LM-coded file whose LM is not at hand (an official
     model's, not cached) is skipped: reading it would download the LM."""
-    from tokpack.codec.ecdc import EcdcReader
-    from tokpack.codec.lm import lm_available
+    from tokpack.codecs.encodec.ecdc import EcdcReader
+    from tokpack.codecs.encodec.lm import lm_available
 
     info = read_ecdc_info(io.BytesIO(f.getvalue()))
     if info.use_lm and (NO_LM or not lm_available(info.spec)):
@@ -203,7 +203,7 @@ def warm_up(args) -> None:
     import encodec.binary  # noqa: F401  (imports torch)
 
     if not NO_LM:
-        from tokpack.codec.lm import load_lm
+        from tokpack.codecs.encodec.lm import load_lm
 
         for model in ("test_24khz", "test_48khz"):
             load_lm(model)

@@ -20,11 +20,16 @@ CORPUS_DIR = (Path(__file__).parents[1] / ".." / "shared" / "corpus").resolve()
 def tokpack_cache(tmp_path_factory) -> Path:
     """A session-wide, initially empty TOKPACK_CACHE, so test models are built fresh
     (as in CI) and nothing is read from or written to the user's cache. Also clears
-    TOKPACK_WEIGHTS, which would override every model's weights."""
+    TOKPACK_WEIGHTS, which would override every model's weights, and points the Hugging
+    Face cache at an empty folder, offline (no test reads the user's or the Hub's)."""
     cache = tmp_path_factory.mktemp("tokpack-cache")
-    saved = {k: os.environ.get(k) for k in ("TOKPACK_CACHE", "TOKPACK_WEIGHTS")}
+    names = ("TOKPACK_CACHE", "TOKPACK_WEIGHTS", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE")
+    saved = {k: os.environ.get(k) for k in names}
     os.environ["TOKPACK_CACHE"] = str(cache)
     os.environ.pop("TOKPACK_WEIGHTS", None)
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf-home"))
+    os.environ.pop("HF_HUB_CACHE", None)
+    os.environ["HF_HUB_OFFLINE"] = "1"
     yield cache
     for key, value in saved.items():
         if value is None:
@@ -47,6 +52,24 @@ def test_48khz(tokpack_cache):
     from tokpack.codec.weights import load_model
 
     return load_model("test_48khz")
+
+
+@pytest.fixture(scope="session")
+def test_mimi(tokpack_cache):
+    """The test_mimi model (transformers' MimiModel), built and loaded once per session."""
+    pytest.importorskip("transformers")
+    from tokpack.codec.weights import load_model
+
+    return load_model("test_mimi")
+
+
+@pytest.fixture(scope="session")
+def test_dac_44khz(tokpack_cache):
+    """The test_dac_44khz model (transformers' DacModel), built and loaded once per session."""
+    pytest.importorskip("transformers")
+    from tokpack.codec.weights import load_model
+
+    return load_model("test_dac_44khz")
 
 
 @pytest.fixture(scope="session")

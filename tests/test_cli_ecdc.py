@@ -138,7 +138,7 @@ def test_lm_coded_file_without_its_lm(tmp_path, offline_hub, test_24khz):
 
 def test_lm_coded_file_with_its_lm(tmp_path, test_24khz, signals):
     from tokpack.codec.engine import encode
-    from tokpack.codec.lm import load_lm
+    from tokpack.codecs.encodec.lm import load_lm
 
     x = tmp_path / "x.ecdc"
     encode(signals.wav_bytes(signals.chirp(4000), 24_000), x, model=test_24khz, container="ecdc",

@@ -38,7 +38,8 @@ def tokpack(*args, cwd=None, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args, message", [
     (["-m", "nosuch"], "tokpack: unknown model 'nosuch'; known models: encodec_24khz, "
-                       "encodec_48khz, test_24khz, test_48khz\n"),
+                       "encodec_48khz, test_24khz, test_48khz, mimi, dac_44khz, dac_24khz, "
+                       "dac_16khz, test_mimi, test_dac_44khz\n"),
     (["-m", "test_24khz", "-b", "5"], "tokpack: model test_24khz has no bandwidth 5 kbps; "
                                       "choose one of 1.5, 3, 6, 12, 24\n"),
     (["--weights", "missing.th"], "tokpack: --weights missing.th: no such file\n"),
@@ -253,14 +254,23 @@ def test_shell_completion_is_offered():
 
 def test_models_are_listed():
     r = runner.invoke(app, ["models", "--json"])
-    rows = [json.loads(line) for line in r.stdout.splitlines()]
-    assert [row["model"] for row in rows] == ["encodec_24khz", "encodec_48khz", "test_24khz",
-                                               "test_48khz"]
-    assert rows[0]["bandwidths_kbps"] == [1.5, 3.0, 6.0, 12.0, 24.0]
-    assert rows[0]["default_bandwidth_kbps"] == 6.0
-    assert {(row["family"], row["extra"]) for row in rows} == {("encodec", None)}
+    rows = {row["model"]: row for row in map(json.loads, r.stdout.splitlines())}
+    assert list(rows) == ["encodec_24khz", "encodec_48khz", "test_24khz", "test_48khz", "mimi",
+                          "dac_44khz", "dac_24khz", "dac_16khz", "test_mimi", "test_dac_44khz"]
+    first = rows["encodec_24khz"]
+    assert first["bandwidths_kbps"] == [1.5, 3.0, 6.0, 12.0, 24.0]
+    assert first["codebooks"] == [2, 4, 8, 16, 32]
+    assert first["default_bandwidth_kbps"] == 6.0
+    mimi = rows["mimi"]
+    assert (mimi["family"], mimi["extra"], mimi["codebook_size"], mimi["frame_rate_hz"]) == (
+        "mimi", "codecs", 2048, 12.5)
+    assert mimi["codebooks"] == [4, 8, 16, 32] and mimi["default_bandwidth_kbps"] == 1.1
+    assert mimi["weights"] == "official kyutai/mimi (Hugging Face)"
+    assert rows["dac_44khz"]["codebooks"][-1] == 9 and rows["dac_44khz"]["sample_rate"] == 44_100
+    assert {row["extra"] for row in rows.values() if row["family"] == "encodec"} == {None}
     text = runner.invoke(app, ["models"]).stdout.splitlines()
-    assert text[1].split()[:5] == ["encodec_24khz", "24k", "1", "75", "1.5"]
+    assert text[1].split()[:7] == ["encodec_24khz", "encodec", "24k", "1", "75", "1024", "1.5(2)"]
+    assert text[6].split()[:3] == ["dac_44khz", "dac", "44.1k"]
 
 
 def test_python_api_on_arrays(test_24khz, test_48khz, signals):

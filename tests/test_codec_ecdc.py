@@ -14,8 +14,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from tokpack.codec import engine, streaming
-from tokpack.codec.ecdc import EcdcReader, frames_of, read_ecdc_info
+from tokpack.codec import engine
+from tokpack.codecs.encodec import streaming
+from tokpack.codecs.encodec.ecdc import EcdcReader, frames_of, read_ecdc_info
 from tokpack.errors import (
     BadMagic,
     FieldOutOfRange,
@@ -191,7 +192,7 @@ def test_lm_coded_round_trip(request, name, n):
 
 def test_chunks_span_the_file(test_24khz, test_48khz):
     """Long enough for several chunks: frames and segments as the .tpk reader gives them."""
-    from tokpack.codec.ecdc import EcdcWriter
+    from tokpack.codecs.encodec.ecdc import EcdcWriter
     from tokpack.formats import ChannelMode
 
     for loaded, n, sizes in ((test_24khz, 24_000 * 21, [750, 750, 75]),
@@ -291,7 +292,7 @@ def test_a_huge_claimed_length_costs_nothing_up_front():
 
 
 def test_totals_match_the_chunks(test_48khz):
-    from tokpack.codec.ecdc import EcdcInfo
+    from tokpack.codecs.encodec.ecdc import EcdcInfo
 
     for n in (1, 480, 47_520, 47_999, 48_000, 48_001, 95_040, 95_520, 95_521, 200_000):
         info = EcdcInfo(test_48khz.spec, n, 1, False, 0)

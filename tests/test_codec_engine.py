@@ -14,7 +14,7 @@ from tokpack.codec import engine
 from tokpack.codec.agreement import compare_codes
 from tokpack.codec.engine import decode, encode, encode_array
 from tokpack.codec.priors import default_prior
-from tokpack.codec.framing import segment_bounds
+from tokpack.codecs.encodec.framing import segment_bounds
 from tokpack.codec.threads import torch_threads
 from tokpack.errors import AudioError, FormatError, ModelError, WeightsMismatch
 from tokpack.formats import (

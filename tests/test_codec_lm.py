@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from tokpack.codec import lm as lm_mod
-from tokpack.codec.lm import (
+from tokpack.codecs.encodec import lm as lm_mod
+from tokpack.codecs.encodec.lm import (
     LMDecoder,
     LMEncoder,
     lm_available,

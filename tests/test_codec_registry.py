@@ -12,9 +12,28 @@ from tokpack.errors import ModelError
 
 
 def test_known_models():
-    assert list(MODELS) == ["encodec_24khz", "encodec_48khz", "test_24khz", "test_48khz"]
+    assert list(MODELS) == ["encodec_24khz", "encodec_48khz", "test_24khz", "test_48khz",
+                            "mimi", "dac_44khz", "dac_24khz", "dac_16khz", "test_mimi",
+                            "test_dac_44khz"]
     assert DEFAULT_MODEL == "encodec_24khz"
     assert get_spec(DEFAULT_MODEL).default_bandwidth == 6.0
+
+
+def test_transformers_family_specs():
+    mimi, dac = get_spec("mimi"), get_spec("dac_44khz")
+    assert (mimi.family, mimi.extra, mimi.repo_id) == ("mimi", "codecs", "kyutai/mimi")
+    assert (mimi.sample_rate, mimi.channels, mimi.frame_rate, mimi.codebook_size) == (24_000, 1, 12.5, 2048)
+    assert [mimi.n_codebooks(b) for b in mimi.bandwidths] == [4, 8, 16, 32]
+    assert mimi.n_codebooks(mimi.default_bandwidth) == 8  # as Moshi uses
+    assert mimi.url == "https://huggingface.co/kyutai/mimi/resolve/main/model.safetensors"
+    assert (dac.sample_rate, dac.hop_length, dac.codebook_size, dac.causal) == (44_100, 512, 1024, False)
+    assert dac.n_codebooks(dac.default_bandwidth) == dac.max_codebooks == 9
+    assert dac.bandwidths == (1.72, 3.45, 5.17, 7.75)
+    for name in ("test_mimi", "test_dac_44khz"):
+        test, official = get_spec(name), get_spec(name.removeprefix("test_"))
+        assert test.is_test and test.repo_id is None
+        assert (test.sample_rate, test.hop_length, test.codebooks, test.family) == (
+            official.sample_rate, official.hop_length, official.codebooks, official.family)
 
 
 def test_official_specs():
@@ -64,7 +83,8 @@ def test_unknown_model_names_the_known_ones():
     with pytest.raises(ModelError) as err:
         get_spec("encodec_96khz")
     assert str(err.value) == ("unknown model 'encodec_96khz'; known models: encodec_24khz, "
-                              "encodec_48khz, test_24khz, test_48khz")
+                              "encodec_48khz, test_24khz, test_48khz, mimi, dac_44khz, "
+                              "dac_24khz, dac_16khz, test_mimi, test_dac_44khz")
 
 
 def test_codec_package_imports_without_torch():
@@ -72,7 +92,7 @@ def test_codec_package_imports_without_torch():
         "import sys\n"
         "import tokpack.codec, tokpack.codec.registry, tokpack.codec.weights\n"
         "import tokpack.codec.audio, tokpack.codec.engine, tokpack.codec.channels\n"
-        "import tokpack.codec.framing, tokpack.codec.testmodels, tokpack.codec.architecture\n"
+        "import tokpack.codecs.encodec.framing, tokpack.codec.testmodels, tokpack.codecs.encodec.architecture\n"
         "from tokpack.codec.weights import torch_hub_dir, tokpack_cache_dir\n"
         "torch_hub_dir(); tokpack_cache_dir()\n"
         "print(sorted(m for m in ('torch', 'torchaudio', 'encodec') if m in sys.modules))\n"

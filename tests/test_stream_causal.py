@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokpack.codec import framing, streaming
+from tokpack.codecs.encodec import framing, streaming
 from tokpack.codec.agreement import compare_codes
 from tokpack.codec.threads import torch_threads
 
@@ -116,7 +116,7 @@ def test_streamed_codes_agree_with_encodecs_own_encode(test_24khz):
     x = signal(60_000, seed=1)
     with torch.inference_mode():
         got = streamed_codes(model, x, 32, 10_000)
-        from tokpack.codec.architecture import build_architecture
+        from tokpack.codecs.encodec.architecture import build_architecture
 
         ref = build_architecture(test_24khz.spec)  # weight_norm, as encodec builds it
         ref.load_state_dict(torch.load(test_24khz.weights_path, weights_only=True))
@@ -163,7 +163,7 @@ def test_streamed_decoder(test_24khz, threads):
 
 def test_folded_weights_are_the_hooks_weights(test_24khz):
     """fold_weight_norm_state computes exactly what the weight-norm hook computes."""
-    from tokpack.codec.architecture import build_architecture, fold_weight_norm_state
+    from tokpack.codecs.encodec.architecture import build_architecture, fold_weight_norm_state
 
     state = torch.load(test_24khz.weights_path, weights_only=True)
     ref = build_architecture(test_24khz.spec)

@@ -122,7 +122,7 @@ def test_encoder_emits_tokens_as_it_reads(test_24khz):
     reserve of each, in signal time), however long the input: tokens flow as audio does."""
     import torch
 
-    from tokpack.codec import streaming
+    from tokpack.codecs.encodec import streaming
 
     net = streaming.StreamedNet(streaming._plan(test_24khz.model, "encoder"))
     bound = sum((st.piece + st.reserve) * st.period for st in net.stages) / 24_000

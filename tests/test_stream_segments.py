@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokpack.codec import streaming
+from tokpack.codecs.encodec import streaming
 from tokpack.codec.agreement import compare_codes
 from tokpack.codec.threads import torch_threads
 

@@ -318,7 +318,7 @@ class EncodeOptions:
         """UsageError for an option value that cannot work, before any file is touched."""
         spec = check_model(self.model, self.bandwidth)
         if self.container == "ecdc":
-            from tokpack.codec.ecdc import check_ecdc_options
+            from tokpack.codecs.encodec.ecdc import check_ecdc_options
 
             check_ecdc_options(coder=self.coder, channels=self.channels)
             if self.prior is not None:
@@ -332,7 +332,11 @@ class EncodeOptions:
                 if prior.model_id != spec.name:
                     raise UsageError(f"--prior {self.prior}: trained for {prior.model_id}, "
                                      f"not {spec.name}")
-        _given_file("--weights", self.weights)
+        if spec.extra is not None:  # the family's library is missing: say so before any work
+            from tokpack.codecs import family_module
+
+            family_module(spec.family)
+        _given_file("--weights", self.weights, folder_ok=spec.family != "encodec")
         _given_file("--lm-weights", self.lm_weights)
         _check_device(self.device)
 
@@ -352,7 +356,7 @@ class DecodeOptions:
 
     def check(self) -> None:
         """UsageError for an option value that cannot work, before any file is touched."""
-        _given_file("--weights", self.weights)
+        _given_file("--weights", self.weights, folder_ok=True)  # a Hub model's folder
         _given_file("--lm-weights", self.lm_weights)
         for path in self.priors:
             _prior_file("--prior", path)
@@ -373,13 +377,15 @@ def check_model(model: str, bandwidth: float | None = None):
     return spec
 
 
-def _given_file(option: str, value: str | None) -> None:
+def _given_file(option: str, value: str | None, *, folder_ok: bool = False) -> None:
+    """UsageError unless ``value`` names a regular file (or, ``folder_ok``, a folder:
+    a Hugging Face model's, holding model.safetensors)."""
     if value is None:
         return
     path = Path(value).expanduser()
     if not path.exists():
         raise UsageError(f"{option} {value}: no such file")
-    if not path.is_file():
+    if not (path.is_file() or folder_ok and path.is_dir()):
         raise UsageError(f"{option} {value}: not a regular file")
 
 
@@ -625,7 +631,7 @@ def probe_seconds(job: Job, kind: str) -> float:
             import soundfile
 
             return float(soundfile.info(job.source).duration)
-        from tokpack.codec.ecdc import MAGIC, read_ecdc_info
+        from tokpack.codecs.encodec.ecdc import MAGIC, read_ecdc_info
         from tokpack.formats import read_header
 
         with open(job.source, "rb") as f:

@@ -562,7 +562,7 @@ def crafted_optional(rng: random.Random) -> tuple[str, bytes]:
     return f"optional:{what}:{name}:{'+'.join(parts)}", with_optional(data, inserted)
 
 
-# .ecdc (EnCodec's format, tokpack/codec/ecdc.py): "ECDC", version 0, big-endian u32
+# .ecdc (EnCodec's format, tokpack/codecs/encodec/ecdc.py): "ECDC", version 0, big-endian u32
 # metadata size, UTF-8 JSON metadata, then the codes.
 
 ECDC_MODELS = ("encodec_24khz", "encodec_48khz", "test_24khz", "test_48khz")

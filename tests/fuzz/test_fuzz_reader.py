@@ -93,7 +93,7 @@ def timed(read, data: bytes, allowed=FormatError, limit: float = TIME_LIMIT_S):
 
 
 def read_ecdc_info(f):
-    from tokpack.codec.ecdc import read_ecdc_info as read
+    from tokpack.codecs.encodec.ecdc import read_ecdc_info as read
 
     return read(f)
 
@@ -101,7 +101,7 @@ def read_ecdc_info(f):
 def iterate_ecdc(f):
     """Every chunk of an EcdcReader; an LM-coded file only up to its header (no LM load
     in the fast suite: the long run covers them)."""
-    from tokpack.codec.ecdc import EcdcReader
+    from tokpack.codecs.encodec.ecdc import EcdcReader
 
     if read_ecdc_info(io.BytesIO(f.getvalue())).use_lm:
         return

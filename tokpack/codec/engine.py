@@ -41,9 +41,9 @@ from tokpack.formats.chunk import chunk_sample
 from tokpack.formats.salvage import LostRange, SalvageReader
 
 if TYPE_CHECKING:
-    from tokpack.codec.ecdc import EcdcReader
-    from tokpack.codec.framing import TokenBlock
-    from tokpack.codec.weights import LoadedModel
+    from tokpack.codecs.encodec.ecdc import EcdcReader
+    from tokpack.codecs.encodec.framing import TokenBlock
+    from tokpack.codecs.base import LoadedModel
 
 Src = str | os.PathLike | BinaryIO
 ModelArg = Union[str, "LoadedModel"]
@@ -205,18 +205,13 @@ class _EncodePipeline:
     def __init__(self, loaded: LoadedModel, n_q: int, mode: int, n_streams: int,
                  source_rate: int) -> None:
         from tokpack.codec.resampler import SincResampler
-        from tokpack.codec.streaming import CausalEncoder, SegmentEncoder
 
         spec = loaded.spec
         self.mode, self.channels, self.device = mode, spec.channels, loaded.device
         self.segmented = spec.segmented
         self.resamplers = [SincResampler(source_rate, spec.sample_rate, spec.channels)
                            for _ in range(n_streams)]
-        if spec.segmented:
-            self.encoders = [SegmentEncoder(loaded.model, n_q, spec.segment_length,
-                                            spec.segment_stride) for _ in range(n_streams)]
-        else:
-            self.encoders = [CausalEncoder(loaded.model, n_q) for _ in range(n_streams)]
+        self.encoders = [loaded.stream_encoder(n_q) for _ in range(n_streams)]
 
     def feed(self, block: np.ndarray) -> list[TokenBlock]:
         import torch
@@ -235,7 +230,7 @@ class _EncodePipeline:
         return self._blocks(outs)
 
     def _blocks(self, outs: list) -> list[TokenBlock]:
-        from tokpack.codec.framing import TokenBlock
+        from tokpack.codecs.encodec.framing import TokenBlock
 
         if self.segmented:  # one block per segment, the streams side by side
             return [TokenBlock(np.stack([seg.codes for seg in segs]),
@@ -354,7 +349,7 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
     (OutputError, before any work). The audio is read, resampled, encoded and written a
     block at a time.
 
-    ``container``: "tpk", or "ecdc" for EnCodec's own file format (codec.ecdc), whose
+    ``container``: "tpk", or "ecdc" for EnCodec's own file format (codecs.encodec.ecdc), whose
     codes are bit-packed, or LM-coded with ``coder="encodec-lm"`` (the LM of the model:
     ``lm_weights`` or the usual search); it holds one token stream and the audio at the
     model's rate and channels only. UsageError for options .ecdc cannot take.
@@ -484,11 +479,13 @@ def _writer_factory(container: str, coder: str, channels: str, spec: ModelSpec, 
         raise UsageError("--prior is for .tpk containers (CTX coding)")
     if container != "ecdc":
         raise ValueError(f"container must be 'tpk' or 'ecdc', got {container!r}")
-    from tokpack.codec.ecdc import check_ecdc_options
+    if spec.family != "encodec":
+        raise UsageError(f".ecdc is EnCodec's file format; {spec.name} tokens go in a .tpk")
+    from tokpack.codecs.encodec.ecdc import check_ecdc_options
 
     lm = None
     if check_ecdc_options(coder=coder, channels=channels):
-        from tokpack.codec.lm import load_lm
+        from tokpack.codecs.encodec.lm import load_lm
 
         lm = load_lm(spec, lm_weights)
     return _EcdcWriters(lm)
@@ -504,7 +501,7 @@ class _EcdcWriters:
         self.lm = lm
 
     def __call__(self, f, header: Header):
-        from tokpack.codec.ecdc import EcdcWriter
+        from tokpack.codecs.encodec.ecdc import EcdcWriter
 
         return EcdcWriter(f, header, lm=self.lm)
 
@@ -593,11 +590,11 @@ class _CountingReader:
 def open_tokens(f: BinaryIO, label: str, *, salvage: bool = False,
                 lm_weights=None, priors=()) -> ChunkSource | EcdcReader:
     """A reader of the tokens in ``f``: a .tpk container (ContainerReader, or SalvageReader
-    with ``salvage``) or, by its magic, EnCodec's .ecdc file (codec.ecdc.EcdcReader; an
+    with ``salvage``) or, by its magic, EnCodec's .ecdc file (codecs.encodec.ecdc.EcdcReader; an
     LM-coded one loads the LM: ``lm_weights`` or the usual search). A ``label`` ending in
     .ecdc without the magic fails as a bad .ecdc file. ``priors``: .tpp files to look in
     for the CTX prior a container names (besides $TOKPACK_PRIOR_PATH and the shipped ones)."""
-    from tokpack.codec.ecdc import MAGIC, EcdcReader
+    from tokpack.codecs.encodec.ecdc import MAGIC, EcdcReader
 
     reader = f if isinstance(f, _CountingReader) else _CountingReader(f)
     if reader.peek(len(MAGIC)) == MAGIC or label.lower().endswith(".ecdc"):
@@ -613,7 +610,7 @@ def open_tokens(f: BinaryIO, label: str, *, salvage: bool = False,
 def inspect(src: Src, *, path: str | None = None, priors=(), lm_weights=None):
     """formats.stats.ContainerStats of a .tpk container or, by its magic, an .ecdc file
     (whose tokens an LM-coded one needs the LM for: ``lm_weights`` or the usual search)."""
-    from tokpack.codec.ecdc import EcdcReader
+    from tokpack.codecs.encodec.ecdc import EcdcReader
     from tokpack.formats.stats import reader_stats
 
     owned = isinstance(src, (str, os.PathLike))
@@ -634,7 +631,7 @@ def read_model_id(src: Src) -> str:
     """The model a .tpk container or .ecdc file names (a file object is read from its
     position and sought back there). As :func:`open_tokens`, a path ending in .ecdc is
     read as one."""
-    from tokpack.codec.ecdc import MAGIC, read_ecdc_info
+    from tokpack.codecs.encodec.ecdc import MAGIC, read_ecdc_info
     from tokpack.formats import read_header
 
     named = isinstance(src, (str, os.PathLike)) and os.fsdecode(src).lower().endswith(".ecdc")
@@ -755,15 +752,11 @@ def _decoded(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.ndarray]:
     lost chunks are silence from the start of the first lost one to the next intact one."""
     import torch
 
-    from tokpack.codec.streaming import CausalDecoder, SegmentDecoder
-
     header = reader.header
     shape = (header.n_streams, header.model_channels)
 
     def start():
-        if header.segmented:
-            return [SegmentDecoder(loaded.model, header.segment_stride) for _ in range(shape[0])]
-        return [CausalDecoder(loaded.model, device=loaded.device) for _ in range(shape[0])]
+        return [loaded.stream_decoder() for _ in range(shape[0])]
 
     def feed(decoders, chunk):
         if header.segmented:
@@ -900,7 +893,7 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     their span, the length is kept (a file cut short ends after its last chunk), and
     ``lost`` in the result says what is missing. FormatError if no chunk is intact.
 
-    ``src`` may also be EnCodec's .ecdc file (told by its magic; codec.ecdc): it decodes
+    ``src`` may also be EnCodec's .ecdc file (told by its magic; codecs.encodec.ecdc): it decodes
     at the model's rate and channels to its recorded length ("original" is the model's);
     it records no weights, so none are checked. An LM-coded one needs the model's LM
     (``lm_weights`` or the usual search).

@@ -21,12 +21,13 @@ from tokpack.train import Report, train
 NEIGHBOURS = 32  # codes listed per code: covers ~85 % of first-codebook successors
 
 
-def codebook_neighbours(model, n_codebooks: int, n_neighbours: int = NEIGHBOURS) -> list[np.ndarray]:
-    """For each codebook, each code's ``n_neighbours`` nearest codes (itself first) by the
-    squared distance of the codebook vectors; ties go to the lower code."""
+def codebook_neighbours(loaded, n_codebooks: int, n_neighbours: int = NEIGHBOURS) -> list[np.ndarray]:
+    """For each of the first codebooks of a LoadedModel, each code's ``n_neighbours``
+    nearest codes (itself first) by the squared distance of the codebook vectors; ties
+    go to the lower code."""
     out = []
-    for layer in model.quantizer.vq.layers[:n_codebooks]:
-        embed = layer._codebook.embed.detach().cpu().double().numpy()
+    for embed in loaded.codebooks(n_codebooks):
+        embed = np.asarray(embed, dtype=np.float64)
         sq = (embed * embed).sum(axis=1)
         dist = sq[:, np.newaxis] + sq[np.newaxis, :] - 2.0 * embed @ embed.T
         np.fill_diagonal(dist, -np.inf)  # a code is its own nearest, whatever the rounding
@@ -84,7 +85,7 @@ def train_prior(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, 
         buffer.seek(0)
         files.append(read_container(buffer).tokens)
     n_codebooks = min(f.shape[1] for f in files)
-    neighbours = codebook_neighbours(loaded.model, n_codebooks, n_neighbours)
+    neighbours = codebook_neighbours(loaded, n_codebooks, n_neighbours)
     prior, report = train(files, codebook_size=spec.codebook_size, model_id=spec.name,
                           weights_sha256=loaded.weights_sha256, neighbours=neighbours,
                           frames_per_chunk=spec.frames_per_chunk)

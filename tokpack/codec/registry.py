@@ -40,8 +40,12 @@ class ModelSpec:
     segment_stride: int = 0
     #: frames per container chunk: 10 s of tokens (whole segments when segmented)
     frames_per_chunk: int = 750
-    family: str = "encodec"  # the codec family (the architecture and its code)
+    family: str = "encodec"  # the codec family (tokpack.codecs.<family>)
     extra: str | None = None  # the pip extra the family needs beyond tokpack's own dependencies
+    #: codebooks used at each of ``bandwidths`` (same order); empty: EnCodec's rule
+    codebooks: tuple[int, ...] = ()
+    #: the Hugging Face repository of the official weights (families loaded by transformers)
+    repo_id: str | None = None
 
     @property
     def frame_rate(self) -> float:
@@ -68,6 +72,8 @@ class ModelSpec:
                 f"model {self.name} has no bandwidth {format_kbps(bandwidth)} kbps; "
                 f"choose one of {valid}"
             )
+        if self.codebooks:
+            return self.codebooks[self.bandwidths.index(bandwidth)]
         # Same rule as encodec's ResidualVectorQuantizer: floor(bw / (bits * frame_rate)).
         per_codebook_kbps = self.bits_per_code * self.frame_rate / 1000
         return max(1, int(bandwidth // per_codebook_kbps))
@@ -115,6 +121,71 @@ MODELS: dict[str, ModelSpec] = {
         ),
     )
 }
+
+
+HF_ROOT_URL = "https://huggingface.co/"
+#: the weights file of a Hugging Face model repository, and of a test model's build
+HF_WEIGHTS_FILE = "model.safetensors"
+
+
+def _hf(repo_id: str) -> dict:
+    return {"repo_id": repo_id, "checkpoint": HF_WEIGHTS_FILE,
+            "url": f"{HF_ROOT_URL}{repo_id}/resolve/main/{HF_WEIGHTS_FILE}"}
+
+
+def _kbps(n_codebooks: int, frame_rate: float, codebook_size: int) -> float:
+    """The bandwidth of ``n_codebooks`` codebooks, to 2 decimals (what users type)."""
+    return round(n_codebooks * frame_rate * (codebook_size - 1).bit_length() / 1000, 2)
+
+
+def _rates(frame_rate: float, codebook_size: int, counts: tuple[int, ...], default: int) -> dict:
+    bandwidths = tuple(_kbps(n, frame_rate, codebook_size) for n in counts)
+    return {"bandwidths": bandwidths, "codebooks": counts,
+            "default_bandwidth": bandwidths[counts.index(default)]}
+
+
+#: Kyutai's Mimi: 24 kHz mono, causal, 12.5 frames/s of 2048-entry codebooks, up to 32
+#: (Moshi uses 8: the default)
+_MIMI = {"sample_rate": 24_000, "channels": 1, "causal": True, "hop_length": 1920,
+         "codebook_size": 2048, "frames_per_chunk": 125, "family": "mimi", "extra": "codecs",
+         **_rates(12.5, 2048, (4, 8, 16, 32), 8)}
+#: Descript's DAC: mono, not causal (windowed with overlap), 1024-entry codebooks
+_DAC44 = {"sample_rate": 44_100, "channels": 1, "causal": False, "hop_length": 512,
+          "codebook_size": 1024, "frames_per_chunk": 860, "family": "dac", "extra": "codecs",
+          **_rates(44_100 / 512, 1024, (2, 4, 6, 9), 9)}
+_DAC24 = {"sample_rate": 24_000, "channels": 1, "causal": False, "hop_length": 320,
+          "codebook_size": 1024, "frames_per_chunk": 750, "family": "dac", "extra": "codecs",
+          **_rates(75.0, 1024, (8, 16, 32), 32)}
+_DAC16 = {"sample_rate": 16_000, "channels": 1, "causal": False, "hop_length": 320,
+          "codebook_size": 1024, "frames_per_chunk": 500, "family": "dac", "extra": "codecs",
+          **_rates(50.0, 1024, (4, 8, 12), 12)}
+
+_TEST_NOTE_HF = (
+    "Seeded random weights with k-means codebooks, built locally in seconds. For offline "
+    "CI and pipeline tests only: its audio output is not speech, and its quality says "
+    "nothing about {}'s."
+)
+
+for spec in (
+    ModelSpec(name="mimi", **_MIMI, is_test=False, **_hf("kyutai/mimi"),
+              description="Mimi 24 kHz mono, causal, 12.5 frames/s, 4-32 codebooks of 2048 "
+                          "(Kyutai, CC-BY 4.0)."),
+    ModelSpec(name="dac_44khz", **_DAC44, is_test=False, **_hf("descript/dac_44khz"),
+              description="DAC 44.1 kHz mono, 86 frames/s, up to 9 codebooks of 1024 "
+                          "(Descript, MIT)."),
+    ModelSpec(name="dac_24khz", **_DAC24, is_test=False, **_hf("descript/dac_24khz"),
+              description="DAC 24 kHz mono, 75 frames/s, up to 32 codebooks of 1024 "
+                          "(Descript, MIT)."),
+    ModelSpec(name="dac_16khz", **_DAC16, is_test=False, **_hf("descript/dac_16khz"),
+              description="DAC 16 kHz mono, 50 frames/s, up to 12 codebooks of 1024 "
+                          "(Descript, MIT)."),
+    ModelSpec(name="test_mimi", **_MIMI, is_test=True, checkpoint=None, url=None,
+              description="Test model with the mimi architecture. " + _TEST_NOTE_HF.format("Mimi")),
+    ModelSpec(name="test_dac_44khz", **_DAC44, is_test=True, checkpoint=None, url=None,
+              description="Test model with the dac_44khz architecture. "
+                          + _TEST_NOTE_HF.format("DAC")),
+):
+    MODELS[spec.name] = spec
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -11,7 +11,7 @@ sample comes from exactly the same taps and input samples as in the one-call ver
 
 Bit-exactness with torchaudio also needs the same convolution *algorithm*: torch sends a
 float32 CPU convolution to oneDNN only when the batch is larger than one or the input
-has more than 20480 elements (:data:`~tokpack.codec.streaming.MKLDNN_MIN_NUMEL`), and
+has more than 20480 elements (:data:`~tokpack.codecs.encodec.streaming.MKLDNN_MIN_NUMEL`), and
 oneDNN and torch's fallback round differently. So the resampler holds input back until
 each call is that large, and keeps that much for the last call: a signal too short for
 that is resampled in one call, exactly as torchaudio does. Longer signals run in calls of

@@ -222,7 +222,7 @@ def build_test_state_dict(spec: ModelSpec) -> dict:
     and thread count: see the module doc)."""
     import torch
 
-    from tokpack.codec.architecture import build_architecture
+    from tokpack.codecs.encodec.architecture import build_architecture
 
     with torch_threads(1), torch.inference_mode(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)

@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import importlib.util
 import os
 import re
 import struct
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokpack._io import atomic_write
 from tokpack.codec.registry import ModelSpec, get_spec, list_models
+from tokpack.codecs.base import LoadedModel
 from tokpack.errors import ModelError, WeightsNotFound
 
 if TYPE_CHECKING:
     import torch
-    from encodec import EncodecModel
 
 WEIGHTS_ENV = "TOKPACK_WEIGHTS"
 CACHE_ENV = "TOKPACK_CACHE"
@@ -86,7 +86,10 @@ def describe_models() -> list[dict]:
     for spec in list_models():
         if spec.is_test:
             source = "test model, built here on first use"
-            here = any(test_model_dir().glob(f"{glob.escape(spec.name)}-*.th"))
+            here = any(test_model_dir().glob(f"{glob.escape(spec.name)}-*.*"))
+        elif spec.repo_id is not None:
+            source = f"official {spec.repo_id} (Hugging Face)"
+            here = hf_cached_file(spec.repo_id, spec.checkpoint) is not None
         else:
             source = f"official {spec.checkpoint}"
             here = official_cache_path(spec).is_file()
@@ -96,10 +99,43 @@ def describe_models() -> list[dict]:
             "frame_rate_hz": spec.frame_rate, "causal": spec.causal,
             "codebook_size": spec.codebook_size, "max_codebooks": spec.max_codebooks,
             "bandwidths_kbps": list(spec.bandwidths),
+            "codebooks": [spec.n_codebooks(b) for b in spec.bandwidths],
+            "extra_installed": spec.extra is None or importlib.util.find_spec("transformers") is not None,
             "default_bandwidth_kbps": spec.default_bandwidth,
             "weights": source, "weights_here": here, "description": spec.description,
         })
     return rows
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face cache, by huggingface_hub's rule (without importing it):
+    ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, HF_HOME defaulting to
+    ``$XDG_CACHE_HOME/huggingface`` and XDG_CACHE_HOME to ``~/.cache``."""
+    if os.getenv("HF_HUB_CACHE"):
+        return Path(os.path.expanduser(os.environ["HF_HUB_CACHE"]))
+    home = os.getenv("HF_HOME") or os.path.join(os.getenv("XDG_CACHE_HOME") or "~/.cache",
+                                                "huggingface")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def hf_offline() -> bool:
+    """HF_HUB_OFFLINE (or transformers' TRANSFORMERS_OFFLINE) set to a true value."""
+    return any(os.getenv(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hf_cached_file(repo_id: str, filename: str) -> Path | None:
+    """``filename`` of the revision ``main`` of model ``repo_id`` in the Hugging Face cache
+    (``models--<org>--<name>/snapshots/<refs/main>/<filename>``), or None."""
+    repo = hf_hub_cache() / ("models--" + repo_id.replace("/", "--"))
+    try:
+        revision = (repo / "refs" / "main").read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not revision or "/" in revision or revision.startswith("."):
+        return None
+    path = repo / "snapshots" / revision / filename
+    return path if path.is_file() else None
 
 
 def test_model_dir() -> Path:
@@ -133,13 +169,22 @@ def check_hash_in_name(path: Path) -> None:
         )
 
 
-def explicit_file(what: str, sources) -> Path | None:
+def explicit_file(what: str, sources, in_folder: str | None = None) -> Path | None:
     """The first file named by ``sources`` ((option or variable, value) pairs; empty or
-    None values skipped), or None; WeightsNotFound if it does not exist."""
+    None values skipped), or None; WeightsNotFound if it does not exist. With
+    ``in_folder``, a folder may be named instead: its file of that name is meant."""
     for source, value in sources:
         if value is None or value == "":
             continue
         path = Path(os.path.expanduser(os.fspath(value)))
+        if in_folder is not None and path.is_dir():
+            if not (path / in_folder).is_file():
+                raise WeightsNotFound(f"the folder has no {in_folder} (given by {source})",
+                                      path=str(path))
+            return path / in_folder
+        if path.is_dir():
+            raise WeightsNotFound(f"{what} is a folder, not a file (given by {source})",
+                                  path=str(path))
         if not path.is_file():
             raise WeightsNotFound(f"{what} does not exist (given by {source})", path=str(path))
         return path
@@ -154,19 +199,53 @@ def resolve_weights(spec: ModelSpec, weights: str | os.PathLike | None = None) -
     downloaded file fails its hash check.
     """
     given = explicit_file(f"weights file for {spec.name}",
-                          (("--weights", weights), (WEIGHTS_ENV, os.getenv(WEIGHTS_ENV))))
+                          (("--weights", weights), (WEIGHTS_ENV, os.getenv(WEIGHTS_ENV))),
+                          in_folder=spec.checkpoint if spec.repo_id else None)
     if given is not None:
         return given
     if spec.is_test:
-        from tokpack.codec.testmodels import build_test_state_dict
+        from tokpack.codecs import family_module
 
-        return cached_build(spec.name, lambda: build_test_state_dict(spec))
+        return family_module(spec.family).cached_test_weights(spec)
+    if spec.repo_id is not None:
+        return hf_weights(spec)
     cached = official_cache_path(spec)
     if cached.is_file():
         return cached
     download_checkpoint(spec.url, cached, what=f"weights for model {spec.name}",
                         option="--weights", env=WEIGHTS_ENV)
     return cached
+
+
+def hf_weights(spec: ModelSpec) -> Path:
+    """The official weights file of a Hugging Face model: the HF cache's, else downloaded
+    into it by huggingface_hub (not when HF_HUB_OFFLINE is set). WeightsNotFound, one
+    line naming the repository, the file and how to provide it, when neither works."""
+    repo, name = spec.repo_id, spec.checkpoint
+    cached = hf_cached_file(repo, name)
+    if cached is not None:
+        return cached
+    fix = (f"run `hf download {repo} {name}` where the Hub is reachable (the cache is "
+           f"{hf_hub_cache()}, set by HF_HOME), or pass --weights DIR|FILE, or set "
+           f"{WEIGHTS_ENV}=PATH")
+    if hf_offline():
+        raise WeightsNotFound(f"weights for model {spec.name} not found: {repo}/{name} is not "
+                              f"in the Hugging Face cache and HF_HUB_OFFLINE is set; {fix}")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import logging as hub_logging
+
+    level = hub_logging.get_verbosity()
+    hub_logging.set_verbosity_error()  # its retry messages are not ours to print
+    try:
+        return Path(hf_hub_download(repo, name))
+    except Exception as exc:  # offline, DNS, HTTP, disk: all mean the file is not here
+        # huggingface_hub's "cannot find ... in the local cache" means the Hub did not answer
+        why = ("the Hub could not be reached" if "LocalEntryNotFound" in type(exc).__name__
+               else one_line(exc)[:200])
+        raise WeightsNotFound(f"weights for model {spec.name} not found: {repo}/{name} is not "
+                              f"cached and could not be downloaded ({why}); {fix}") from None
+    finally:
+        hub_logging.set_verbosity(level)
 
 
 def download_checkpoint(url: str, dst: Path, *, what: str, option: str, env: str) -> None:
@@ -193,31 +272,36 @@ def download_checkpoint(url: str, dst: Path, *, what: str, option: str, env: str
             reason = reason.strerror  # "Name or service not known", without "[Errno -2]"
         raise WeightsNotFound(
             f"{what} not found: {dst.name} is not cached and could not be downloaded from "
-            f"{url} ({_one_line(reason)}); put the file at {dst}, or pass {option} PATH, "
+            f"{url} ({one_line(reason)}); put the file at {dst}, or pass {option} PATH, "
             f"or set {env}=PATH"
         ) from None
 
 
-def _one_line(obj: object) -> str:
+def one_line(obj: object) -> str:
     return " ".join(str(obj).split()) or type(obj).__name__
 
 
-def cached_build(stem: str, build: Callable[[], Mapping[str, torch.Tensor]]) -> Path:
-    """``<test model dir>/<stem>-<sha256 prefix>.th``: a state dict built offline
-    (a test model's, a test LM's), built by ``build()`` and saved on first use."""
+def cached_build(stem: str, build: Callable[[], Mapping[str, torch.Tensor]], *,
+                 suffix: str = ".th", serialise: Callable[[Mapping], bytes] | None = None) -> Path:
+    """``<test model dir>/<stem>-<sha256 prefix><suffix>``: a state dict built offline
+    (a test model's, a test LM's), built by ``build()`` and saved on first use
+    (``serialise``: state dict -> bytes; torch.save by default)."""
     folder = test_model_dir()
-    found = sorted(folder.glob(f"{glob.escape(stem)}-*.th")) if folder.is_dir() else []
+    found = sorted(folder.glob(f"{glob.escape(stem)}-*{suffix}")) if folder.is_dir() else []
     for path in found:
         if _HASH_IN_NAME.search(path.name):
             return path
-    import io
+    if serialise is None:
+        import io
 
-    import torch
+        import torch
 
-    buf = io.BytesIO()
-    torch.save(build(), buf)
-    data = buf.getvalue()
-    path = folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:8]}.th"
+        buf = io.BytesIO()
+        torch.save(build(), buf)
+        data = buf.getvalue()
+    else:
+        data = serialise(build())
+    path = folder / f"{stem}-{hashlib.sha256(data).hexdigest()[:8]}{suffix}"
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         f.write(data)
@@ -231,7 +315,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     import warnings
 
     check_hash_in_name(path)
-    _check_weights_file(path)
+    check_weights_file(path)
     try:
         with warnings.catch_warnings():  # torch's advice about pickle protocols is not ours
             warnings.simplefilter("ignore")
@@ -246,13 +330,13 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 path=str(path),
             ) from None
         if "Weights only load failed" in text:  # torch's advice to load unsafely is not ours
-            detail = _one_line(text.split("WeightsUnpickler error:", 1)[-1].split("Check the", 1)[0])
+            detail = one_line(text.split("WeightsUnpickler error:", 1)[-1].split("Check the", 1)[0])
             raise ModelError(
                 "cannot load weights: not a file of plain tensors (torch's safe loader stops at: "
                 f"{detail[:120]})",
                 path=str(path),
             ) from None
-        raise ModelError(f"cannot load weights: {_one_line(exc)[:300]}", path=str(path)) from None
+        raise ModelError(f"cannot load weights: {one_line(exc)[:300]}", path=str(path)) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(
             state["state_dict"], Mapping):
         state = state["state_dict"]
@@ -265,7 +349,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _check_weights_file(path: Path) -> None:
+def check_weights_file(path: Path) -> None:
     """A regular file of at most MAX_WEIGHTS_BYTES, before anything is read from it."""
     import stat
 
@@ -334,21 +418,6 @@ def _le_bytes(t: torch.Tensor, torch: Any):
     return arr.astype(arr.dtype.newbyteorder("<")).tobytes()
 
 
-@dataclass
-class LoadedModel:
-    """A ready model: spec, torch module (eval mode), where its weights came from."""
-
-    spec: ModelSpec
-    model: EncodecModel
-    weights_sha256: bytes
-    weights_path: Path
-    device: str = "cpu"
-
-    @property
-    def weights_hex(self) -> str:
-        return self.weights_sha256.hex()
-
-
 def resolve_device(device: str) -> str:
     """"auto" -> "cuda" if available else "cpu"; an unavailable CUDA -> ModelError."""
     if device == "cpu":
@@ -360,7 +429,7 @@ def resolve_device(device: str) -> str:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ModelError(f"unknown device {device!r}: {_one_line(exc)}") from None
+        raise ModelError(f"unknown device {device!r}: {one_line(exc)}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {device!r} requested but CUDA is not available")
     if dev.type not in ("cpu", "cuda"):
@@ -383,42 +452,9 @@ def cached_model(name: str, *, weights: str | os.PathLike | None = None,
 def load_model(name: str, *, weights: str | os.PathLike | None = None,
                device: str = "cpu") -> LoadedModel:
     """Resolve, load, check and hash the weights of model ``name``; model in eval mode."""
+    from tokpack.codecs import family_module
+
     spec = get_spec(name)
+    family = family_module(spec.family)  # a missing extra fails before any work
     dev = resolve_device(device)
-    path = resolve_weights(spec, weights)
-
-    import encodec  # noqa: F401  (its imports first: they fragment the heap if interleaved)
-
-    from tokpack.codec.architecture import (
-        build_architecture,
-        fold_weight_norm_state,
-        weight_norm_layout,
-    )
-
-    import torch
-
-    from tokpack.codec.memory import release_memory
-
-    # Weight normalisation is folded into plain weights once, here: the network is
-    # built without it, on the meta device (no storage, no throwaway random
-    # initialisation, the caller's RNG untouched), and the file's tensors become the
-    # parameters without a copy (assign=True), so the model is in memory once.
-    with torch.device("meta"):  # shapes only: no storage, no initialisation
-        model = build_architecture(spec, plain_weights=True)
-    state = load_state_dict(path)
-    check_fits(weight_norm_layout(model, spec), state, f"the {spec.name} architecture", path)
-    digest = weights_sha256(state)  # of the file's tensors, as stored
-    state = fold_weight_norm_state(state)
-    # assign=True keeps the file's dtypes, where a copy into the parameters would cast
-    for key, param in model.state_dict().items():
-        if key in state and state[key].dtype != param.dtype:
-            state[key] = state[key].to(param.dtype)
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as exc:  # dtype trouble and the like, after the key check
-        raise ModelError(f"cannot load weights: {_one_line(exc)[:300]}", path=str(path))
-    del state
-    model.eval().to(dev)
-    release_memory()  # the weight-norm pairs folded away, the hashing's buffers
-    return LoadedModel(spec=spec, model=model, weights_sha256=digest,
-                       weights_path=path, device=dev)
+    return family.load(spec, resolve_weights(spec, weights), dev)

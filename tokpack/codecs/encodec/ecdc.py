@@ -49,7 +49,7 @@ from tokpack.formats import ChannelMode, Chunk, Header, Resampler, Trailer
 from tokpack.formats.reader import _Source
 
 if TYPE_CHECKING:
-    from tokpack.codec.lm import LoadedLM
+    from tokpack.codecs.encodec.lm import LoadedLM
 
 MAGIC = b"ECDC"
 VERSION = 0
@@ -242,7 +242,7 @@ class EcdcReader:
                                model_samples=self.info.audio_length, token_digest=b"")
 
     def _load_lm(self, lm_weights) -> LoadedLM:
-        from tokpack.codec.lm import load_lm
+        from tokpack.codecs.encodec.lm import load_lm
 
         return load_lm(self.info.spec, lm_weights)
 
@@ -323,7 +323,7 @@ class EcdcReader:
     def _run(self):
         """A reader of one segment's coded codes: LM decoder or encodec's BitUnpacker."""
         if self._lm is not None:
-            from tokpack.codec.lm import LMDecoder
+            from tokpack.codecs.encodec.lm import LMDecoder
 
             return LMDecoder(self._lm, self._src, self.info.n_codebooks)
         from encodec.binary import BitUnpacker
@@ -404,7 +404,7 @@ class EcdcWriter:
 
     def _new_run(self):
         if self._lm is not None:
-            from tokpack.codec.lm import LMEncoder
+            from tokpack.codecs.encodec.lm import LMEncoder
 
             return LMEncoder(self._lm, self._body, self.header.n_codebooks)
         from encodec.binary import BitPacker

@@ -690,7 +690,7 @@ class SegmentDecoder:
     """
 
     def __init__(self, model: EncodecModel, stride: int, *, batch: int = SEGMENT_BATCH) -> None:
-        from tokpack.codec.framing import OverlapAdd
+        from tokpack.codecs.encodec.framing import OverlapAdd
 
         self.model = model
         self.batch = max(1, batch)

@@ -1,0 +1,82 @@
+"""The codec interface: what the engine, batch, bench and train-prior may ask of a model.
+
+Shaped after audiocraft's ``CompressionModel``: the static facts (sample rate, channels,
+frame rate, codebook size, codebooks per bandwidth, segmenting) are the registry's
+:class:`~tokpack.codec.registry.ModelSpec`, known before any weights are loaded; a
+:class:`LoadedModel` adds the weights' identity and the calls that run the network.
+Every family streams: ``stream_encoder`` and ``stream_decoder`` take pieces of any size
+and hold a bounded amount of state, so memory does not grow with the signal's length.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from tokpack.codec.registry import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+
+class StreamEncoder(Protocol):
+    """Audio at the model rate -> codes, piece by piece.
+
+    ``feed(x)``: float32 tensor [channels, n], any n >= 0. An unsegmented model returns
+    the codes now final, uint16-compatible ints [codebooks, frames]; a segmented one
+    (EnCodec 48 kHz) a list of segments (``.codes``, ``.scale``). ``finish()`` returns
+    the rest: over all calls, ``ceil(samples / hop_length)`` frames (a segmented model:
+    that many per segment)."""
+
+    def feed(self, x: torch.Tensor) -> Any: ...
+
+    def finish(self) -> Any: ...
+
+
+class StreamDecoder(Protocol):
+    """Codes -> audio at the model rate, piece by piece.
+
+    ``feed(codes)``: ints [codebooks, frames] (a segmented model: a list of (codes,
+    scale) segments); returns float32 [channels, n], the samples now final. ``finish()``
+    the rest: over all calls, ``frames * hop_length`` samples (a segmented model: its
+    overlap-added length), which the engine trims to the source's length."""
+
+    def feed(self, codes: Any) -> torch.Tensor: ...
+
+    def finish(self) -> torch.Tensor: ...
+
+
+@dataclass
+class LoadedModel(ABC):
+    """A ready model: spec, torch module (eval mode), the weights' identity.
+
+    ``weights_sha256`` (:func:`tokpack.codec.weights.weights_sha256` of the state dict)
+    is what containers record, so decoding can tell other weights apart. Families
+    subclass it and implement the stream factories and :meth:`codebooks`."""
+
+    spec: ModelSpec
+    model: Any  # the family's torch module
+    weights_sha256: bytes
+    weights_path: Path
+    device: str = "cpu"
+
+    @property
+    def weights_hex(self) -> str:
+        return self.weights_sha256.hex()
+
+    @abstractmethod
+    def stream_encoder(self, n_codebooks: int) -> StreamEncoder:
+        """A fresh encoder stream producing the first ``n_codebooks`` codebooks."""
+
+    @abstractmethod
+    def stream_decoder(self) -> StreamDecoder:
+        """A fresh decoder stream (on ``device``)."""
+
+    @abstractmethod
+    def codebooks(self, n_codebooks: int) -> list[np.ndarray]:
+        """The first ``n_codebooks`` codebooks as float arrays [codebook_size, dim], the
+        vectors codes stand for (train-prior ranks codes by their distance)."""

@@ -1,0 +1,88 @@
+"""Meta's EnCodec behind the codec interface (imports torch and encodec when loaded).
+
+The network is the ``encodec`` package's; tokpack streams it itself (:mod:`.streaming`:
+the causal 24 kHz model layer by layer, the 48 kHz model in batches of 1 s segments),
+and keeps EnCodec's own file format (:mod:`.ecdc`) and its entropy-coding LM (:mod:`.lm`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tokpack.codec.registry import ModelSpec
+from tokpack.codecs.base import LoadedModel
+
+
+class EncodecLoaded(LoadedModel):
+    """An EnCodec model: ``model`` is an ``encodec.EncodecModel`` with folded weights."""
+
+    def stream_encoder(self, n_codebooks: int):
+        from tokpack.codecs.encodec.streaming import CausalEncoder, SegmentEncoder
+
+        spec = self.spec
+        if spec.segmented:
+            return SegmentEncoder(self.model, n_codebooks, spec.segment_length, spec.segment_stride)
+        return CausalEncoder(self.model, n_codebooks)
+
+    def stream_decoder(self):
+        from tokpack.codecs.encodec.streaming import CausalDecoder, SegmentDecoder
+
+        if self.spec.segmented:
+            return SegmentDecoder(self.model, self.spec.segment_stride)
+        return CausalDecoder(self.model, device=self.device)
+
+    def codebooks(self, n_codebooks: int) -> list[np.ndarray]:
+        return [layer._codebook.embed.detach().cpu().double().numpy()
+                for layer in self.model.quantizer.vq.layers[:n_codebooks]]
+
+
+def cached_test_weights(spec: ModelSpec) -> Path:
+    """The state dict file of test model ``spec``, built and cached on first use."""
+    from tokpack.codec.testmodels import build_test_state_dict
+    from tokpack.codec.weights import cached_build
+
+    return cached_build(spec.name, lambda: build_test_state_dict(spec))
+
+
+def load(spec: ModelSpec, path: Path, device: str) -> EncodecLoaded:
+    """Load, check and hash the state dict at ``path``; the model in eval mode on ``device``.
+
+    Weight normalisation is folded into plain weights once, here: the network is built
+    without it, on the meta device (no storage, no throwaway random initialisation, the
+    caller's RNG untouched), and the file's tensors become the parameters without a copy
+    (assign=True), so the model is in memory once.
+    """
+    import encodec  # noqa: F401  (its imports first: they fragment the heap if interleaved)
+
+    import torch
+
+    from tokpack.codec.memory import release_memory
+    from tokpack.codec.weights import check_fits, load_state_dict, one_line, weights_sha256
+    from tokpack.codecs.encodec.architecture import (
+        build_architecture,
+        fold_weight_norm_state,
+        weight_norm_layout,
+    )
+    from tokpack.errors import ModelError
+
+    with torch.device("meta"):  # shapes only: no storage, no initialisation
+        model = build_architecture(spec, plain_weights=True)
+    state = load_state_dict(path)
+    check_fits(weight_norm_layout(model, spec), state, f"the {spec.name} architecture", path)
+    digest = weights_sha256(state)  # of the file's tensors, as stored
+    state = fold_weight_norm_state(state)
+    # assign=True keeps the file's dtypes, where a copy into the parameters would cast
+    for key, param in model.state_dict().items():
+        if key in state and state[key].dtype != param.dtype:
+            state[key] = state[key].to(param.dtype)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:  # dtype trouble and the like, after the key check
+        raise ModelError(f"cannot load weights: {one_line(exc)[:300]}", path=str(path))
+    del state
+    model.eval().to(device)
+    release_memory()  # the weight-norm pairs folded away, the hashing's buffers
+    return EncodecLoaded(spec=spec, model=model, weights_sha256=digest, weights_path=path,
+                         device=device)

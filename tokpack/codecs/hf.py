@@ -1,0 +1,82 @@
+"""Models built by ``transformers`` (Mimi, DAC): loading a weights file the way the Hub's
+own loader does, with tokpack's checks (imports torch and transformers).
+
+The architecture is fixed by the model's name (the config in the family's module, the
+hub's config.json values), as for EnCodec; the weights are a ``model.safetensors`` file
+(the Hub's name: the HF cache's copy, ``--weights FILE``, or the file in ``--weights
+DIR``). ``from_pretrained`` reads it from a temporary folder holding that config and a
+link to the file, so the Hub's checkpoint layout (Mimi's flat ``encoder.layers`` names,
+renamed by transformers' conversion mapping) and a test model's state dict load alike,
+and every key must be there: a missing, unexpected or misshapen one is a ModelError,
+never silently random.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from tokpack.codec.registry import HF_WEIGHTS_FILE, ModelSpec
+from tokpack.errors import ModelError
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers' warnings and progress bars off, restored afterwards."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+def load_pretrained(cls, config, path: Path, spec: ModelSpec):
+    """``cls.from_pretrained`` on the weights file ``path`` with ``config``; eval mode.
+
+    ModelError (one line) when the file is not a safetensors file of this architecture:
+    keys missing, unexpected or of the wrong shape, values NaN or infinite."""
+    import torch
+
+    from tokpack.codec.weights import check_weights_file, one_line
+
+    check_weights_file(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":  # u64 header length, then its JSON
+        raise ModelError(f"not a safetensors file (weights of {spec.name} are the Hub's "
+                         f"{HF_WEIGHTS_FILE})", path=str(path))
+    with tempfile.TemporaryDirectory(prefix="tokpack-weights-") as folder:
+        config.save_pretrained(folder)
+        os.symlink(os.path.abspath(path), os.path.join(folder, HF_WEIGHTS_FILE))
+        try:
+            with _quiet_transformers():
+                model, info = cls.from_pretrained(folder, local_files_only=True,
+                                                  output_loading_info=True)
+        except Exception as exc:  # safetensors and loader errors all mean: not these weights
+            raise ModelError(f"cannot load weights: {one_line(exc)[:300]}", path=str(path)) from None
+    problems = []
+    for label, key in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"),
+                       ("wrong shape", "mismatched_keys")):
+        keys = sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(key) or ())
+        if keys:
+            shown = ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+            problems.append(f"{len(keys)} {label} key(s): {shown}")
+    if problems:
+        raise ModelError(f"weights do not fit the {spec.name} architecture: " + "; ".join(problems),
+                         path=str(path))
+    for key, value in model.state_dict().items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(f"weights hold NaN or infinite values ({key})", path=str(path))
+    return model.eval()
+
+
+def save_state(state: dict) -> bytes:
+    """A state dict as safetensors bytes (how test models are cached)."""
+    from safetensors.torch import save
+
+    return save({k: v.detach().contiguous().clone() for k, v in state.items()})
