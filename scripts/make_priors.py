@@ -5,7 +5,8 @@ The training audio is made here, so that it shares nothing with the test corpus
 reading public-domain texts at varied speeds and pitches) and synthetic music from numpy
 (melodies, bass and chords of harmonic tones with envelopes, drum hits, some echo).
 
-    python scripts/make_priors.py            # needs espeak-ng on PATH
+    python scripts/make_priors.py            # every test model; needs espeak-ng on PATH
+    python scripts/make_priors.py test_mimi  # only these (the others' priors are kept)
     python scripts/make_priors.py --keep DIR # also keep the training audio in DIR
 
 Each prior is trained at the model's highest bandwidth, so it covers every bandwidth.
@@ -107,10 +108,12 @@ def music(directory: Path, rng: np.random.Generator, pieces: int = 8,
 
 def main() -> None:
     from tokpack.codec.priors import train_prior
+    from tokpack.codec.registry import list_models
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--keep", type=Path, help="keep the training audio in this directory")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("models", nargs="*", help="test models to train for (default: all)")
     args = parser.parse_args()
     if shutil.which("espeak-ng") is None:
         raise SystemExit("espeak-ng is needed (apt-get install espeak-ng)")
@@ -120,7 +123,7 @@ def main() -> None:
         directory.mkdir(parents=True, exist_ok=True)
         files = speech(directory, rng) + music(directory, rng)
         OUT.mkdir(exist_ok=True)
-        for model in ("test_24khz", "test_48khz"):
+        for model in args.models or [s.name for s in list_models() if s.is_test]:
             result = train_prior(files, OUT / f"{model}.tpp", model=model, threads=args.threads)
             report = result.report
             print(f"{model}: {result.seconds:.0f} s of audio, {report.n_tokens} tokens -> "

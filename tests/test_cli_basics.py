@@ -40,9 +40,11 @@ def test_help_and_version_do_not_import_torch():
         "from tokpack.cli import app\n"
         "from typer.testing import CliRunner\n"
         "r = CliRunner()\n"
-        "for args in (['--help'], ['--version'], ['encode', '--help'], ['decode', '--help']):\n"
+        "for args in (['--help'], ['--version'], ['encode', '--help'], ['decode', '--help'],\n"
+        "             ['models'], ['models', '--json']):\n"
         "    assert r.invoke(app, args).exit_code == 0, args\n"
-        "print(sorted(m for m in ('torch', 'torchaudio', 'encodec') if m in sys.modules))\n"
+        "heavy = ('torch', 'torchaudio', 'encodec', 'transformers', 'huggingface_hub')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -93,9 +93,12 @@ def test_codec_package_imports_without_torch():
         "import tokpack.codec, tokpack.codec.registry, tokpack.codec.weights\n"
         "import tokpack.codec.audio, tokpack.codec.engine, tokpack.codec.channels\n"
         "import tokpack.codecs.encodec.framing, tokpack.codec.testmodels, tokpack.codecs.encodec.architecture\n"
+        "import tokpack.codecs, tokpack.codecs.base, tokpack.codecs.encodec, tokpack.codecs.mimi\n"
+        "import tokpack.codecs.dac, tokpack.codecs.hf\n"
         "from tokpack.codec.weights import torch_hub_dir, tokpack_cache_dir\n"
         "torch_hub_dir(); tokpack_cache_dir()\n"
-        "print(sorted(m for m in ('torch', 'torchaudio', 'encodec') if m in sys.modules))\n"
+        "heavy = ('torch', 'torchaudio', 'encodec', 'transformers')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -42,7 +42,7 @@ def test_the_thread_counts_the_tests_use_can_be_set(record_fact):
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("name", ["test_24khz", "test_48khz"])
+@pytest.mark.parametrize("name", ["test_24khz", "test_48khz", "test_mimi", "test_dac_44khz"])
 def test_test_models_are_the_reference_build(name, request, record_fact):
     """The recipe builds the same weights on every CPU (testmodels' module doc); if this
     fails, containers of this machine's test models decode nowhere else."""

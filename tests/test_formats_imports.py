@@ -38,7 +38,7 @@ def test_reading_tokens_does_not_import_heavy_modules():
         "from tokpack.formats import read_tokens\n"
         f"tokens = read_tokens({str(ROOT / 'tests' / 'data' / 'tiny_24khz.tpk')!r})\n"
         "assert tokens.shape == (2, 5)\n"
-        "heavy = ('torch', 'torchaudio', 'typer', 'rich', 'encodec')\n"
+        "heavy = ('torch', 'torchaudio', 'typer', 'rich', 'encodec', 'transformers')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run(

@@ -60,6 +60,9 @@ CODEBOOK_GRID_BITS = 16
 REFERENCE_SHA256 = {
     "test_24khz": "441d1fcbc1fdec18d6c1e53b5512d3131a438e28653e9d90154395516399eb2c",
     "test_48khz": "b259c5691e1239821cada8854e86c4b29d14db9719bb52f1d885a3d3c1d0c0c9",
+    # built by tokpack.codecs.mimi.model / dac.model with the same recipe's ideas
+    "test_mimi": "1b71f6fa9ec075286ca413af93ba5c8f743c812fc35251ae82ff3ee878117d9d",
+    "test_dac_44khz": "7de197b2c31bec2bc54a6500d52f70b5c3c93792079c016771336d33f2da42bf",
 }
 SEED = 20240601
 #: training vectors: 3000 encoder frames either way (40 s at 75 Hz, 20 s at 150 Hz)

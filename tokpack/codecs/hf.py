@@ -27,12 +27,15 @@ def _quiet_transformers():
     """transformers' warnings and progress bars off, restored afterwards."""
     from transformers.utils import logging
 
-    level = logging.get_verbosity()
+    level, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
+    logging.disable_progress_bar()
     try:
         yield
     finally:
         logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def load_pretrained(cls, config, path: Path, spec: ModelSpec):
