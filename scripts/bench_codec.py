@@ -1,8 +1,9 @@
 """Time the codec layer on the test models, and sweep the corpus.
 
     python scripts/bench_codec.py                 # build times, 30 s encode/decode, diversity
-    python scripts/bench_codec.py --corpus        # + every corpus file through both test models
+    python scripts/bench_codec.py --corpus        # + every corpus file through the models
     python scripts/bench_codec.py --seconds 60 --threads 1
+    python scripts/bench_codec.py --models test_mimi test_dac_44khz --corpus
 
 Uses a temporary TOKPACK_CACHE (so the build is timed) unless --cache is given. The
 numbers are for the test models, whose network is EnCodec's: time per second of audio
@@ -45,12 +46,46 @@ def speech_like(seconds: float, rate: int, channels: int) -> np.ndarray:
     return np.repeat(x[:, None], channels, axis=1)
 
 
+def packed_bytes(container: bytes) -> int:
+    """The bytes of the container's codes bit-packed: ceil(log2 codebook size) bits each."""
+    from tokpack.formats import loads
+
+    c = loads(container)
+    bits = (c.header.codebook_size - 1).bit_length()
+    return -(-c.tokens.size * bits // 8)
+
+
+def agreement(loaded, x: np.ndarray) -> None:
+    """Codes of tokpack's streamed/windowed encode against the model's own one-pass encode
+    (transformers) on the same clip, at the model rate, all codebooks; at 1 and 2 threads."""
+    import importlib
+
+    import torch
+
+    from tokpack.codec.engine import encode_array
+    from tokpack.codec.threads import torch_threads
+
+    spec = loaded.spec
+    family = importlib.import_module(f"tokpack.codecs.{spec.family}.model")
+    n_q = spec.max_codebooks
+    for n in (1, 2):
+        enc = encode_array(x[:, 0], spec.sample_rate, loaded, max(spec.bandwidths), threads=n)
+        with torch_threads(n), torch.inference_mode():
+            ref = family.reference_encode(loaded.model, torch.from_numpy(x[None, :, 0].copy()), n_q)
+        got = enc.tokens[0].astype(np.int64)
+        same = got == ref
+        print(f"{spec.name} codes vs one-pass encode, {n} thread(s): {same.mean():.4%} equal "
+              f"({same.size} codes; all but the last frame: {same[:, :-1].mean():.4%}; "
+              f"first codebook {same[0].mean():.4%})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cache", help="TOKPACK_CACHE to use (default: a fresh temporary one)")
     ap.add_argument("--corpus", action="store_true", help="also sweep every corpus file")
+    ap.add_argument("--models", nargs="+", default=["test_24khz", "test_48khz"])
     args = ap.parse_args()
 
     tmp = None
@@ -69,7 +104,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads by default, "
           f"run with threads={args.threads}")
     models = {}
-    for name in ("test_24khz", "test_48khz"):
+    for name in args.models:
         t0 = time.perf_counter()
         models[name] = load_model(name)
         print(f"{name}: built+loaded in {time.perf_counter() - t0:.1f} s "
@@ -86,18 +121,23 @@ def main() -> int:
             er = encode(src, tpk, model=loaded, bandwidth=bw, threads=args.threads)
             out = io.BytesIO()
             dr = decode(io.BytesIO(tpk.getvalue()), out, model=loaded, threads=args.threads)
-            print(f"{name} {args.seconds:g} s at {bw:g} kbps: encode {er.seconds:.2f} s, "
-                  f"decode {dr.seconds:.2f} s, {er.bytes_out} bytes ({er.bitrate_bps / 1000:.2f} kbps)")
+            print(f"{name} {args.seconds:g} s at {bw:g} kbps: encode {er.seconds:.2f} s "
+                  f"(x{args.seconds / er.seconds:.1f} real time), decode {dr.seconds:.2f} s "
+                  f"(x{args.seconds / dr.seconds:.1f}), {er.bytes_out} bytes "
+                  f"({er.bitrate_bps / 1000:.2f} kbps)")
         enc = encode_array(x[: 10 * spec.sample_rate], spec.sample_rate, loaded,
                            max(spec.bandwidths), threads=args.threads)
         counts = [len(np.unique(row)) for row in enc.tokens[0]]
         print(f"{name} distinct codes per codebook (10 s speech, max bandwidth): {counts}")
+        if spec.family in ("mimi", "dac"):
+            agreement(loaded, x)
 
     if args.corpus:
         if not CORPUS.is_dir():
             print(f"no corpus at {CORPUS}")
             return 1
         failures = 0
+        sizes = {name: [0, 0] for name in models}  # container bytes, bit-packed bytes
         for folder in ("real", "variants", "edge", "malformed"):
             for path in sorted((CORPUS / folder).iterdir()):
                 for name, loaded in models.items():
@@ -112,12 +152,19 @@ def main() -> int:
                         ok = (dr.frames, dr.sample_rate, dr.channels) == (
                             info.frames, info.samplerate, info.channels)
                         failures += not ok
-                        status = (f"{'ok' if ok else 'LENGTH MISMATCH'} {er.bytes_out} B, "
+                        packed = packed_bytes(tpk.getvalue())
+                        sizes[name][0] += er.bytes_out
+                        sizes[name][1] += packed
+                        status = (f"{'ok' if ok else 'LENGTH MISMATCH'} {er.bytes_out} B "
+                                  f"({er.bytes_out / max(packed, 1):.3f} of bit-packed), "
                                   f"{dr.clipped_samples} clipped")
                     except Exception as exc:  # report and go on: this is a sweep
                         status = f"{type(exc).__name__}: {exc}"
                     print(f"{folder}/{path.name} {name}: {status} "
                           f"({time.perf_counter() - t0:.2f} s)")
+        for name, (tpk_bytes, packed) in sizes.items():
+            print(f"{name}: containers {tpk_bytes} B = {tpk_bytes / max(packed, 1):.3f} of the "
+                  f"codes bit-packed ({packed} B), default prior")
         print(f"{failures} length mismatches")
         return 1 if failures else 0
     return 0

@@ -53,7 +53,7 @@ def test_test_models_are_the_reference_build(name, request, record_fact):
                   f"recipe's {testmodels.REFERENCE_SHA256[name]}")
 
 
-@pytest.mark.parametrize("name", ["test_24khz", "test_48khz"])
+@pytest.mark.parametrize("name", ["test_24khz", "test_48khz", "test_mimi", "test_dac_44khz"])
 def test_shipped_priors_are_found(name, request, record_fact):
     loaded = request.getfixturevalue(name)
     found = default_prior(name, loaded.weights_sha256)

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from tokpack.codec.registry import MODELS
+
 
 class Device(str, Enum):
     cpu = "cpu"
@@ -25,15 +27,16 @@ Force = Annotated[
 ]
 Model = Annotated[
     str,
-    typer.Option("--model", "-m", metavar="NAME", help="Codec model: encodec_24khz, encodec_48khz, test_24khz, test_48khz."),
+    typer.Option("--model", "-m", metavar="NAME",
+                 help=f"Codec model: {', '.join(MODELS)} (tokpack models lists them)."),
 ]
 Weights = Annotated[
     Optional[Path],
     typer.Option(
         "--weights",
         metavar="PATH",
-        help="Checkpoint file to use instead of the cached official one (also: TOKPACK_WEIGHTS).",
-        dir_okay=False,
+        help="Weights to use instead of the cached official ones (also: TOKPACK_WEIGHTS): an "
+             "EnCodec checkpoint; for Mimi and DAC a model.safetensors or its folder.",
     ),
 ]
 LmWeights = Annotated[
