@@ -46,13 +46,15 @@ def speech_like(seconds: float, rate: int, channels: int) -> np.ndarray:
     return np.repeat(x[:, None], channels, axis=1)
 
 
-def packed_bytes(container: bytes) -> int:
-    """The bytes of the container's codes bit-packed: ceil(log2 codebook size) bits each."""
+def packed_bytes(container: bytes) -> tuple[int, int]:
+    """(the bytes of the container's codes bit-packed, ceil(log2 codebook size) bits each;
+    the bytes its coded tokens take, without header, chunk framing and END)."""
+    from tokpack.codec.engine import inspect
     from tokpack.formats import loads
 
     c = loads(container)
     bits = (c.header.codebook_size - 1).bit_length()
-    return -(-c.tokens.size * bits // 8)
+    return -(-c.tokens.size * bits // 8), inspect(io.BytesIO(container)).token_bytes
 
 
 def agreement(loaded, x: np.ndarray) -> None:
@@ -86,6 +88,8 @@ def main() -> int:
     ap.add_argument("--cache", help="TOKPACK_CACHE to use (default: a fresh temporary one)")
     ap.add_argument("--corpus", action="store_true", help="also sweep every corpus file")
     ap.add_argument("--models", nargs="+", default=["test_24khz", "test_48khz"])
+    ap.add_argument("--folders", nargs="+", default=["real", "variants", "edge", "malformed"],
+                    help="corpus folders the sweep reads")
     args = ap.parse_args()
 
     tmp = None
@@ -137,8 +141,8 @@ def main() -> int:
             print(f"no corpus at {CORPUS}")
             return 1
         failures = 0
-        sizes = {name: [0, 0] for name in models}  # container bytes, bit-packed bytes
-        for folder in ("real", "variants", "edge", "malformed"):
+        sizes = {name: [0, 0, 0] for name in models}  # container, bit-packed, coded tokens
+        for folder in args.folders:
             for path in sorted((CORPUS / folder).iterdir()):
                 for name, loaded in models.items():
                     t0 = time.perf_counter()
@@ -152,19 +156,22 @@ def main() -> int:
                         ok = (dr.frames, dr.sample_rate, dr.channels) == (
                             info.frames, info.samplerate, info.channels)
                         failures += not ok
-                        packed = packed_bytes(tpk.getvalue())
+                        packed, coded = packed_bytes(tpk.getvalue())
                         sizes[name][0] += er.bytes_out
                         sizes[name][1] += packed
+                        sizes[name][2] += coded
                         status = (f"{'ok' if ok else 'LENGTH MISMATCH'} {er.bytes_out} B "
-                                  f"({er.bytes_out / max(packed, 1):.3f} of bit-packed), "
+                                  f"({er.bytes_out / max(packed, 1):.3f} of bit-packed; "
+                                  f"tokens {coded / max(packed, 1):.3f}), "
                                   f"{dr.clipped_samples} clipped")
                     except Exception as exc:  # report and go on: this is a sweep
                         status = f"{type(exc).__name__}: {exc}"
                     print(f"{folder}/{path.name} {name}: {status} "
                           f"({time.perf_counter() - t0:.2f} s)")
-        for name, (tpk_bytes, packed) in sizes.items():
+        for name, (tpk_bytes, packed, coded) in sizes.items():
             print(f"{name}: containers {tpk_bytes} B = {tpk_bytes / max(packed, 1):.3f} of the "
-                  f"codes bit-packed ({packed} B), default prior")
+                  f"codes bit-packed ({packed} B); their coded tokens {coded} B = "
+                  f"{coded / max(packed, 1):.3f} (default prior)")
         print(f"{failures} length mismatches")
         return 1 if failures else 0
     return 0

@@ -103,3 +103,21 @@ def test_models_lists_cached_hub_weights(test_dac_44khz, tmp_path):
 
     here = {row["model"]: row["weights_here"] for row in map(json.loads, r.stdout.splitlines())}
     assert here["dac_44khz"] is True and here["mimi"] is False
+
+
+def test_dac_16khz_runs_on_weights_of_its_architecture(tmp_path, signals):
+    """The official DAC 16 kHz model (hop 320, 12 codebooks), on a state dict of its
+    architecture (transformers' random initialisation) given as --weights FILE."""
+    import tokpack
+    from tokpack.codecs.dac.model import build_model, official_config
+    from tokpack.codecs.hf import save_state
+
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(save_state(build_model(official_config("dac_16khz")).state_dict()))
+    loaded = load_model("dac_16khz", weights=tmp_path)  # the folder
+    assert loaded.weights_path == path
+    x = signals.chirp(16_000 + 7, 16_000)
+    enc = tokpack.encode_array(x, 16_000, loaded)
+    assert enc.tokens.shape == (1, 12, -(-(16_000 + 7) // 320))
+    y, rate = tokpack.decode_tokens(enc, model=loaded)
+    assert (y.shape, rate) == ((16_007, 1), 16_000)

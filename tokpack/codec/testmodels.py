@@ -61,7 +61,7 @@ REFERENCE_SHA256 = {
     "test_24khz": "441d1fcbc1fdec18d6c1e53b5512d3131a438e28653e9d90154395516399eb2c",
     "test_48khz": "b259c5691e1239821cada8854e86c4b29d14db9719bb52f1d885a3d3c1d0c0c9",
     # built by tokpack.codecs.mimi.model / dac.model with the same recipe's ideas
-    "test_mimi": "1b71f6fa9ec075286ca413af93ba5c8f743c812fc35251ae82ff3ee878117d9d",
+    "test_mimi": "f43f49d88968d2e1d4b4ba2972e659273395d9324bf203f9709febfc5cd53653",
     "test_dac_44khz": "7de197b2c31bec2bc54a6500d52f70b5c3c93792079c016771336d33f2da42bf",
 }
 SEED = 20240601
