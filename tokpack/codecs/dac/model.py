@@ -353,6 +353,7 @@ class WindowedEncoder:
         self._model, self._n_q, self._window = model, n_q, window_frames
         self._hop = hop_length(model.config)
         self._left, self._right = encoder_context(model.config)
+        self._device = next(model.parameters()).device  # windows go there, codes come back
         self._queue = _Queue()
         self._done = 0  # frames returned so far
         self._finished = False
@@ -379,9 +380,10 @@ class WindowedEncoder:
                                                  self._window, self._left, self._right):
             x = torch.from_numpy(self._queue.take(first * hop, last * hop, last * hop))
             with torch.inference_mode():
-                emb = self._model.encoder(x[None, None])[..., start - first:stop - first]
+                x = x.to(self._device)[None, None]
+                emb = self._model.encoder(x)[..., start - first:stop - first]
                 codes = self._model.quantizer(emb, self._n_q)[1][0]
-            out.append(codes.numpy().astype(np.uint16))
+            out.append(codes.cpu().numpy().astype(np.uint16))
             self._done = stop
             self._queue.drop_before(max(stop - self._left, 0) * hop)
         return np.concatenate(out, axis=1) if out else np.zeros((self._n_q, 0), np.uint16)
@@ -403,6 +405,7 @@ class WindowedDecoder:
         self._model, self._window = model, window_frames
         self._hop = hop_length(model.config)
         self._left, self._right = decoder_context(model.config)
+        self._device = next(model.parameters()).device  # windows go there, audio comes back
         self._queue = _Queue()
         self._n_q: int | None = None
         self._done = 0
@@ -435,7 +438,8 @@ class WindowedDecoder:
                                                  self._window, self._left, self._right):
             codes = torch.from_numpy(self._queue.take(first, last, last).astype(np.int64))
             with torch.inference_mode():
-                audio = self._model.decode(audio_codes=codes[None]).audio_values
+                audio = self._model.decode(audio_codes=codes[None].to(self._device))
+                audio = audio.audio_values.cpu()
             audio = audio[:, (start - first) * hop:(stop - first) * hop]
             short = (stop - start) * hop - audio.shape[1]
             out.append(nn.functional.pad(audio, (0, short)) if short else audio)
