@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from tokpack.cli import app
@@ -32,6 +33,7 @@ def files_below(root):
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow  # 49 s, mostly two workers importing torch; -j 2 is also in test_hostile
 def test_tree_mirrors_reports_failures_and_leaves_no_temporaries(tmp_path, signals):
     good, bad = make_tree(tmp_path / "in", signals)
     out = tmp_path / "out"

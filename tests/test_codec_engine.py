@@ -115,7 +115,7 @@ def test_lengths_roundtrip_24khz(test_24khz, signals, rate):
         assert dr.frames == n and dr.sample_rate == rate
 
 
-@pytest.mark.parametrize("rate", [48_000, 44_100])
+@pytest.mark.parametrize("rate", [pytest.param(48_000, marks=pytest.mark.slow), 44_100])
 def test_lengths_roundtrip_48khz(test_48khz, signals, rate):
     for n in LENGTHS:
         x = signals.noise(n, channels=2, seed=n)

@@ -1,6 +1,6 @@
 """Hostile inputs (issue 15): crafted containers with valid CRCs, side files, races and
 signals. Each case is run as a user runs it, a separate process, and must end with one
-line and its exit status, within 10 s and 1 GiB of memory (anonymous: see RUNNER)."""
+line and its exit status, within 30 s and 1 GiB of memory (anonymous: see RUNNER)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ import pytest
 from tokpack.formats import Header, dumps, spec
 from tokpack.formats.chunk import frame_chunk
 
-TIME_LIMIT_S = 10.0
+#: A hang guard, not a speed check: the bombs these cases defuse (a 2^48-sample length
+#: claim, 64 x 32 x 65,535 tokens a chunk) cost hours when not bounded by the bytes present,
+#: while the legitimate work takes at most ~8 s here and 1.5-2x that on a loaded CI machine
+#: (the 1024-channel decode: 12.1 s there against a 10 s limit).
+TIME_LIMIT_S = 30.0
 MEMORY_LIMIT = 2**30  # bytes of anonymous memory
 MODES = {  # how each reader is asked: strict verify, strict decode, salvage decode, inspect
     "test": ["decode", "-t"],

@@ -141,7 +141,7 @@ def snr_db(want: np.ndarray, got: np.ndarray) -> float:
     return float("inf") if err == 0 else 10 * np.log10(np.sum(want.astype(np.float64) ** 2) / err)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [pytest.param(1, marks=pytest.mark.slow), 2])  # 1: 15 s
 def test_streamed_decoder(test_24khz, threads):
     """Any feeding gives the same bits as one call; within float rounding of encodec's
     decoder (the transposed convolutions are computed as 2-tap convolutions)."""

@@ -30,7 +30,7 @@ def encode_segments(model, x: torch.Tensor, piece: int) -> list:
     return segs + enc.finish()
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [pytest.param(1, marks=pytest.mark.slow), 2])  # 1: 37 s
 def test_batched_segments_agree_with_encodec(test_48khz, threads):
     """The same segments, whatever the feeding (the batches depend on the length alone),
     with encodec's scales bit for bit (each computed alone, as encodec does). The codes of
