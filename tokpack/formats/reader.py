@@ -99,6 +99,7 @@ class ContainerReader:
         self._src = _Source(self._file)
         self.trailer: Trailer | None = None
         self._started = False
+        self._parser: _ChunkParser | None = None
         try:
             self.header = self._read_header()
         except BaseException as error:
@@ -122,6 +123,19 @@ class ContainerReader:
         if self._owned:
             self._file.close()
 
+    @property
+    def live(self) -> bool:
+        """Whether a ``LIVE`` chunk was read (a 1.3 file written live): a ``LAST`` chunk
+        will say which TOKENS chunk is the last before it comes (FORMAT.md "Live
+        containers"). Known once iteration has begun."""
+        return self._parser is not None and self._parser.live
+
+    @property
+    def last(self) -> tuple[int, int] | None:
+        """``(source_frames, model_samples)`` from the ``LAST`` chunk once it was read:
+        at most one more TOKENS chunk follows, and END will hold these lengths."""
+        return None if self._parser is None else self._parser.last
+
     def __iter__(self) -> Iterator[Chunk]:
         if self._started:
             raise ValueError("a ContainerReader yields its chunks once")
@@ -135,7 +149,7 @@ class ContainerReader:
         return Header.from_bytes(prefix + rest)
 
     def _chunks(self) -> Iterator[Chunk]:
-        parser = _ChunkParser(self.header, self._src, self._priors)
+        parser = self._parser = _ChunkParser(self.header, self._src, self._priors)
         try:
             yield from parser.chunks()
         except FormatError as error:
@@ -161,6 +175,11 @@ class _ChunkParser:
         self.last_segment_frames = header.segment_frames
         self.short_chunk: str | None = None  # why the previous TOKENS chunk must be the last
         self.trailer: Trailer | None = None
+        self.knows_live = header.version_minor >= spec.LIVE_MINOR
+        self.live = False  # a LIVE chunk was read
+        self.last: tuple[int, int] | None = None  # LAST's (source_frames, model_samples)
+        self.tokens_after_last = 0
+        self.records = 0  # chunks met so far, the current one included
 
     def chunks(self) -> Iterator[Chunk]:
         while True:
@@ -170,10 +189,28 @@ class _ChunkParser:
                 what = "chunk header cut short" if head else "data ends before the END chunk"
                 raise Truncated(what, offset=offset, field="chunk_type")
             chunk_type, param, count, length = struct.unpack(spec.CHUNK_HEAD_STRUCT, head)
+            self.records += 1
             if chunk_type == spec.ChunkType.TOKENS:
+                if self.last is not None and self.tokens_after_last:
+                    raise FieldOutOfRange(
+                        f"TOKENS chunk {self.index} comes after the one the LAST chunk "
+                        "announced as the last", offset=offset, field="chunk_type")
                 yield self.tokens(offset, head, param, count, length)
+                self.tokens_after_last += self.last is not None
             elif chunk_type == spec.ChunkType.END:
+                if self.live and self.last is None:
+                    raise FieldOutOfRange("the file was written live (LIVE chunk) but has "
+                                          "no LAST chunk before END", offset=offset,
+                                          field="chunk_type")
                 self.trailer = self.end(offset, head, param, count, length)
+                if self.last is not None and self.last != (self.trailer.source_frames,
+                                                           self.trailer.model_samples):
+                    raise FieldOutOfRange(
+                        f"END chunk: lengths {self.trailer.source_frames}/"
+                        f"{self.trailer.model_samples} differ from the LAST chunk's "
+                        f"{self.last[0]}/{self.last[1]}",
+                        offset=offset + spec.CHUNK_HEAD_SIZE + spec.END_OFFSET["source_frames"],
+                        field="source_frames")
                 if self.src.read_upto(1):
                     raise FormatError(
                         "data continues after the END chunk",
@@ -181,6 +218,8 @@ class _ChunkParser:
                         field="end of file",
                     )
                 return
+            elif self.knows_live and chunk_type in (spec.LIVE_CHUNK, spec.LAST_CHUNK):
+                self.live_chunk(offset, head, chunk_type, param, count, length)
             elif chunk_type >= spec.FIRST_OPTIONAL:
                 self.skip_optional(offset, head, chunk_type, length)
             elif chunk_type >= spec.FIRST_RESERVED_CRITICAL:
@@ -467,6 +506,61 @@ class _ChunkParser:
                 field="token_digest",
             )
         return trailer
+
+    def live_chunk(self, offset: int, head: bytes, chunk_type: int, param: int, count: int,
+                   length: int) -> None:
+        """A LIVE or LAST chunk (FORMAT.md "Live containers"), checked where it stands."""
+        name = "LIVE" if chunk_type == spec.LIVE_CHUNK else "LAST"
+        size = 0 if chunk_type == spec.LIVE_CHUNK else spec.LAST_PAYLOAD_SIZE
+        if length != size:
+            raise FieldOutOfRange(f"{name} chunk payload is {length} bytes, must be {size}",
+                                  offset=offset + 4, field="payload_length")
+        payload = self.read_checked(head, length, f"{name} chunk")
+        for field, value, at in (("param", param, 1), ("count", count, 2)):
+            if value:
+                raise FieldOutOfRange(f"{name} chunk: reserved, must be 0 (got {value})",
+                                      offset=offset + at, field=field)
+
+        def misplaced(why: str) -> FieldOutOfRange:
+            return FieldOutOfRange(f"{name} chunk {why}", offset=offset, field="chunk_type")
+
+        header = self.header
+        if chunk_type == spec.LIVE_CHUNK:
+            if self.records != 1:
+                raise misplaced("is not the first chunk after the header")
+            if header.segmented:
+                raise misplaced("in a segmented file (live containers are unsegmented)")
+            self.live = True
+            return
+        if not self.live:
+            raise misplaced("in a file without a LIVE chunk")
+        if self.last is not None:
+            raise misplaced("comes twice")
+        source_frames, model_samples = struct.unpack(spec.LAST_STRUCT, payload)
+        at = offset + spec.CHUNK_HEAD_SIZE
+        for field, value in (("source_frames", source_frames), ("model_samples", model_samples)):
+            if value > spec.MAX_LENGTH:
+                raise FieldOutOfRange(f"LAST chunk: {field} {value} is out of range 0..2^48",
+                                      offset=at + spec.LAST_OFFSET[field], field=field)
+            in_header = getattr(header, field)
+            if in_header is not None and value != in_header:
+                raise FieldOutOfRange(f"LAST chunk: {field} {value} contradicts the "
+                                      f"header's {in_header}",
+                                      offset=at + spec.LAST_OFFSET[field], field=field)
+        before = self.first_frame * header.hop_length
+        if model_samples < before:
+            raise FieldOutOfRange(
+                f"LAST chunk: {model_samples} model samples, fewer than the {before} the "
+                f"{self.first_frame} frames before it stand for",
+                offset=at + spec.LAST_OFFSET["model_samples"], field="model_samples")
+        if not lengths_agree(source_frames, model_samples, header.source_sample_rate,
+                             header.model_sample_rate):
+            raise FieldOutOfRange(
+                f"LAST chunk: {source_frames} frames at {header.source_sample_rate} Hz is "
+                f"longer than the {model_samples} model samples at "
+                f"{header.model_sample_rate} Hz",
+                offset=at + spec.LAST_OFFSET["source_frames"], field="source_frames")
+        self.last = (source_frames, model_samples)
 
     def skip_optional(self, offset: int, head: bytes, chunk_type: int, length: int) -> None:
         what = f"optional chunk 0x{chunk_type:02X}"

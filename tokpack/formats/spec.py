@@ -11,7 +11,7 @@ FORMAT_DATE = "2026-12-01"
 
 MAGIC = b"\x89TPK\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 2  # the newest minor version this code reads and writes
+VERSION_MINOR = 3  # the newest minor version this code reads and writes
 
 # Header (section "Header" of FORMAT.md): (field, offset, struct code) in file order.
 HEADER_FIELDS = (
@@ -123,6 +123,15 @@ class ChunkType(enum.IntEnum):
 FIRST_RESERVED_CRITICAL = 0x03
 FIRST_OPTIONAL = 0x80  # 0x80-0xFF: a reader that does not know the type skips the chunk
 MAX_OPTIONAL_PAYLOAD = 16 * 2**20
+
+# Live containers (version 1.3, FORMAT.md "Live containers"): optional chunks that a reader
+# of 1.3 or later interprets in a 1.3 or later file, and earlier readers skip.
+LIVE_MINOR = 3
+LIVE_CHUNK = 0x80  # right after the header, no payload: a LAST chunk will come
+LAST_CHUNK = 0x81  # after every TOKENS chunk but the last: END's two lengths, in advance
+LAST_STRUCT = "<QQ"  # source_frames, model_samples
+LAST_PAYLOAD_SIZE = 16
+LAST_OFFSET = {"source_frames": 0, "model_samples": 8}
 TOKENS_PAYLOAD_SLACK = 64  # plus R/256: zstd's worst-case expansion of R bytes
 SEGMENT_COUNT_STRUCT = "<H"
 SEGMENT_COUNT_SIZE = 2

@@ -100,7 +100,7 @@ def tokens_header(shape: tuple[int, ...], codebook_size: int, frame_rate, *, sam
             source_sample_rate=rate, source_channels=streams, n_streams=streams,
             channel_mode=spec.ChannelMode.SPLIT if streams > 1 else spec.ChannelMode.AS_IS,
             frames_per_chunk=per_chunk, source_frames=samples, model_samples=samples,
-            version_minor=spec.VERSION_MINOR, prior_sha256=prior_sha256,
+            version_minor=spec.FLAGS_MINOR, prior_sha256=prior_sha256,
             flags=spec.Flags.TOKENS_ONLY | (spec.Flags.STREAM_AXIS if len(shape) == 3 else 0),
         )
     except FieldOutOfRange as exc:

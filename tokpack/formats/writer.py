@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import struct
 from typing import BinaryIO
 
 import numpy as np
@@ -27,6 +28,11 @@ class ContainerWriter:
 
     As a context manager it writes END on a clean exit; after an exception it writes
     nothing more, so the output stays visibly incomplete for the caller to discard.
+
+    ``live``: a live container (FORMAT.md "Live containers"; unsegmented headers only): a
+    1.3 header, a LIVE chunk after it, every chunk flushed as soon as it is written, and
+    on close a LAST chunk ahead of the last TOKENS chunk (or of END, when that chunk went
+    out already), so that a reader knows the length before the last audio.
     """
 
     def __init__(
@@ -37,6 +43,7 @@ class ContainerWriter:
         coder: str = "auto",
         zstd_level: int = spec.ZSTD_LEVEL,
         prior: Prior | None = None,
+        live: bool = False,
     ) -> None:
         if coder not in coding.CODER_CHOICES:
             raise ValueError(
@@ -67,6 +74,12 @@ class ContainerWriter:
                 )
         elif prior is not None:
             raise ValueError(f"coder {coder!r} does not use a prior")
+        if live:
+            if header.segmented:
+                raise ValueError("a live container is unsegmented (FORMAT.md, Live containers)")
+            header = dataclasses.replace(header, version_minor=max(header.version_minor,
+                                                                   spec.LIVE_MINOR))
+        self.live = live
         self.header = header
         self._prior = prior
         self._coder = coder
@@ -87,6 +100,9 @@ class ContainerWriter:
         self._n_segments = 0
         try:
             self._write(header.to_bytes())
+            if live:
+                self._write(frame_chunk(spec.LIVE_CHUNK, 0, 0, b""))
+                self._flush()
         except BaseException:
             self._release()
             raise
@@ -150,12 +166,34 @@ class ContainerWriter:
             self._emit_segments()
 
     def close(
-        self, *, source_frames: int | None = None, model_samples: int | None = None
+        self, *, source_frames: int | None = None, model_samples: int | None = None,
+        last=None,
     ) -> Trailer:
-        """Flush the last chunk and write END; the lengths are needed if the header lacks them."""
+        """Flush the last chunk and write END; the lengths are needed if the header lacks them.
+
+        ``last``: the final frames (as for :meth:`write`). A live writer puts LAST before
+        the chunk that holds the signal's end, so they must come here, not through
+        :meth:`write`, which emits a full chunk at once."""
         self._check_open()
         source_frames = _final_length("source_frames", self.header.source_frames, source_frames)
         model_samples = _final_length("model_samples", self.header.model_samples, model_samples)
+        if last is not None and not self.live:
+            self.write(last)
+        elif last is not None:
+            array = self._as_tokens(last)
+            if array.shape[2]:
+                self._pending.append(array)
+                self._pending_frames += array.shape[2]
+        if self.live:  # LAST ahead of the last chunk, if it is still to come
+            if self._pending:
+                merged = np.concatenate(self._pending, axis=2)
+                per_chunk = self.header.frames_per_chunk
+                before = (merged.shape[2] - 1) // per_chunk * per_chunk
+                for start in range(0, before, per_chunk):
+                    self._emit(merged[:, :, start : start + per_chunk])
+                self._pending = [merged[:, :, before:]]
+            self._write(frame_chunk(spec.LAST_CHUNK, 0, 0,
+                                    struct.pack(spec.LAST_STRUCT, source_frames, model_samples)))
         if self._pending:
             self._emit(np.concatenate(self._pending, axis=2))
             self._pending, self._pending_frames = [], 0
@@ -177,11 +215,14 @@ class ContainerWriter:
             token_digest=self._digest.digest(),
         )
         self._write(frame_chunk(spec.ChunkType.END, 0, 0, trailer.to_bytes()))
+        self._flush()
+        self._release()
+        return trailer
+
+    def _flush(self) -> None:
         flush = getattr(self._file, "flush", None)
         if flush is not None:
             flush()
-        self._release()
-        return trailer
 
     def _release(self) -> None:
         self._closed = True
@@ -233,6 +274,8 @@ class ContainerWriter:
         self._digest.update(values.astype("<u2").tobytes())
         self._n_chunks += 1
         self._total_frames += tokens.shape[2]
+        if self.live:
+            self._flush()
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
