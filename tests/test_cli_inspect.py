@@ -61,6 +61,8 @@ def test_json_of_a_golden_file_is_exact():
         "path": str(DATA / "tiny_24khz.tpk"),
         "format": "tpk",
         "tokens_only": False,
+        "live": False,
+        "frames_per_chunk": 4,
         "file_bytes": 229,
         "model_id": "test_24khz",
         "weights_sha256": obj["weights_sha256"],

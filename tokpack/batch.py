@@ -312,11 +312,33 @@ class EncodeOptions:
     lm_weights: str | None = None
     coder: str = "auto"  # --entropy
     prior: str | None = None  # --prior: a .tpp path, "uniform", or None for the default
+    live: bool = False  # --live: encode as the audio arrives (codec.live)
+    packet_ms: float = 40.0  # --packet: audio per container chunk, live
+    raw_rate: int | None = None  # --raw --raw-rate: headerless 16-bit PCM input at this rate
+    raw_channels: int = 1  # --raw-channels
 
+    def raw_format(self):
+        """The PcmFormat of a --raw input, or None."""
+        if self.raw_rate is None:
+            return None
+        from tokpack.codec.liveio import raw_format
+
+        return raw_format(self.raw_rate, self.raw_channels)
 
     def check(self) -> None:
         """UsageError for an option value that cannot work, before any file is touched."""
         spec = check_model(self.model, self.bandwidth)
+        if self.live:
+            from tokpack.codec.live import check_live, packet_frames
+
+            check_live(spec)
+            packet_frames(spec, self.packet_ms)
+            if self.container != "tpk":
+                raise UsageError("--live writes .tpk containers (.ecdc's header holds the length)")
+        try:
+            self.raw_format()
+        except TokpackError as exc:
+            raise UsageError(str(exc)) from None
         if self.container == "ecdc":
             from tokpack.codecs.encodec.ecdc import check_ecdc_options
 
@@ -353,6 +375,8 @@ class DecodeOptions:
     salvage: bool = False
     lm_weights: str | None = None
     priors: tuple[str, ...] = ()  # --prior: .tpp files that may hold a container's prior
+    live: bool = False  # --live: each chunk's audio written as soon as it arrives
+    raw: bool = False  # --raw: headerless little-endian samples out
 
     def check(self) -> None:
         """UsageError for an option value that cannot work, before any file is touched."""
@@ -433,15 +457,18 @@ def _in_system_tree(folder: Path) -> bool:
     return any(resolved == Path(top) or Path(top) in resolved.parents for top in ("/dev", "/proc", "/sys"))
 
 
-def _source(job: Job):
-    """What a job reads: stdin and named pipes are read whole (soundfile needs to seek);
-    devices are refused, not read without end."""
+def _source(job: Job, *, stream: bool = False):
+    """What a job reads: stdin and named pipes are read whole (soundfile needs to seek),
+    unless ``stream`` (live mode: read as it arrives); devices are refused, not read
+    without end."""
     import io
 
     if job.source == STDIO:
-        return io.BytesIO(sys.stdin.buffer.read())
+        return sys.stdin.buffer if stream else io.BytesIO(sys.stdin.buffer.read())
     mode = os.stat(job.source).st_mode
     if stat.S_ISFIFO(mode):
+        if stream:
+            return open(job.source, "rb", buffering=0)  # noqa: SIM115 - lives as long as the job
         with open(job.source, "rb") as f:
             return io.BytesIO(f.read())
     if not stat.S_ISREG(mode):
@@ -549,15 +576,31 @@ def encode_job(options: EncodeOptions, job: Job, progress=None) -> JobResult:
     def run() -> JobResult:
         spec = get_spec(options.model)
         spec.n_codebooks(spec.default_bandwidth if options.bandwidth is None else options.bandwidth)
+        if options.live:
+            from tokpack.codec.live import encode_live
+
+            r = encode_live(
+                _source(job, stream=True), _target(job), model=options.model,
+                bandwidth=options.bandwidth, weights=options.weights, device=options.device,
+                threads=1 if options.threads is None else options.threads,
+                channels=options.channels, coder=options.coder, prior=options.prior,
+                packet_ms=options.packet_ms, raw=options.raw_format(), overwrite=options.force,
+            )
+            return JobResult(job.source, None if job.dest is None else str(job.dest), "ok",
+                             bytes_in=r.bytes_in, bytes_out=r.bytes_out, duration_s=r.duration_s,
+                             bitrate_bps=r.bitrate_bps, prior=prior_label(r.prior_sha256),
+                             note=r.prior_note)
         # An unreadable file should fail as such before a model is loaded (or found missing):
         # encode() given the model's name reads the audio first.
         src = _source(job)  # a named pipe is read here, once
-        model = _loaded_model(options.model, options.weights, options.device) if _opens(src) else options.model
+        raw = options.raw_format()
+        model = (_loaded_model(options.model, options.weights, options.device)
+                 if raw is not None or _opens(src) else options.model)
         r = encode(
             src, _target(job), model=model, bandwidth=options.bandwidth, weights=options.weights,
             device=options.device, threads=options.threads, channels=options.channels,
             container=options.container, lm_weights=options.lm_weights, coder=options.coder,
-            prior=options.prior, overwrite=options.force, progress=progress,
+            prior=options.prior, overwrite=options.force, progress=progress, raw=raw,
         )
         return JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
@@ -573,16 +616,19 @@ def decode_job(options: DecodeOptions, job: Job, progress=None) -> JobResult:
     from tokpack.codec.engine import decode, read_model_id
 
     def run() -> JobResult:
-        src = _source(job)
-        model_id = read_model_id(src)
+        src = _source(job, stream=options.live)
+        # live: the container is read as it arrives, so nothing is read ahead for its model
+        model_id = None if options.live else read_model_id(src)
         r = decode(
             src, _target(job), sample_rate=options.sample_rate, subtype=options.subtype,
-            force_weights=options.force_weights, threads=options.threads,
+            force_weights=options.force_weights,
+            threads=1 if options.live and options.threads is None else options.threads,
             # salvage holds the whole file while it reads it: the model comes after, not beside it
-            model=None if options.salvage else _model(model_id, options.weights, options.device),
+            model=None if options.salvage or model_id is None
+            else _model(model_id, options.weights, options.device),
             salvage=options.salvage, weights=options.weights, device=options.device,
             lm_weights=options.lm_weights, priors=options.priors, overwrite=options.force,
-            progress=progress,
+            progress=progress, live=options.live, format="RAW" if options.raw else None,
         )
         result = JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,

@@ -51,6 +51,10 @@ def decode_command(
     salvage: Annotated[
         bool, typer.Option("--salvage", help="Write what is intact: silence where chunks are lost; report the losses.")
     ] = False,
+    live: opt.Live = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Write headerless little-endian samples (16-bit by default, see --subtype), as aplay -t raw, sox -t raw, ffmpeg -f s16le read.")
+    ] = False,
     weights: opt.Weights = None,
     lm_weights: opt.LmWeights = None,
     prior: opt.Priors = None,
@@ -68,11 +72,13 @@ def decode_command(
     rate = parse_sample_rate(sample_rate)
     if test and salvage:
         raise usage_error("-t/--test writes nothing and --salvage writes what is intact: give one of them")
+    if live and (len(inputs) != 1 or recursive or jobs != 1 or test or salvage):
+        raise usage_error("--live decodes one input as it arrives: give one INPUT, without -r, -j, -t or --salvage")
     options = DecodeOptions(
         sample_rate=rate, subtype=subtype.value, weights=None if weights is None else str(weights),
         force_weights=force_weights, salvage=salvage, device=device.value, force=force,
         lm_weights=None if lm_weights is None else str(lm_weights),
-        priors=tuple(str(p) for p in prior or ()),
+        priors=tuple(str(p) for p in prior or ()), live=live, raw=raw,
     )
     batch_run.checked(options.check)
     planned = batch_run.plan(inputs, suffix=DECODED_SUFFIX, walk_suffixes=CONTAINER_SUFFIXES, recursive=recursive,

@@ -11,7 +11,14 @@ import typer
 from tokpack.batch import AUDIO_SUFFIXES, EncodeOptions, default_threads, encode_job, resolve_jobs
 from tokpack.cli import batch_run
 from tokpack.cli import options as opt
-from tokpack.cli.output import make_messages
+from tokpack.cli.output import make_messages, usage_error
+
+
+def _model_rate(model: str) -> int:
+    from tokpack.codec.registry import MODELS
+
+    spec = MODELS.get(model)
+    return 24_000 if spec is None else spec.sample_rate  # an unknown model fails in check()
 
 
 class ChannelsMode(str, Enum):
@@ -76,6 +83,19 @@ def encode_command(
             help="CTX prior: a .tpp file (tokpack train-prior), or 'uniform' (default: the one shipped for the model's weights, else uniform, which -v says).",
         ),
     ] = None,
+    live: opt.Live = False,
+    packet: Annotated[
+        float, typer.Option("--packet", metavar="MS", help="With --live: audio per packet (container chunk), rounded to whole frames.")
+    ] = 40.0,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="The input is headerless 16-bit little-endian PCM (as arecord -t raw, sox -t raw, ffmpeg -f s16le write).")
+    ] = False,
+    raw_rate: Annotated[
+        Optional[int], typer.Option("--raw-rate", metavar="HZ", help="With --raw: its sample rate (default: the model's).")
+    ] = None,
+    raw_channels: Annotated[
+        int, typer.Option("--raw-channels", metavar="N", help="With --raw: its channels.")
+    ] = 1,
     force: opt.Force = False,
     weights: opt.Weights = None,
     lm_weights: opt.LmWeights = None,
@@ -90,10 +110,15 @@ def encode_command(
 ) -> None:
     """Encode audio into .tpk token containers or .ecdc files (default: each INPUT with suffix .tpk or .ecdc)."""
     say = make_messages(quiet, verbose, debug)
+    if (raw_rate is not None or raw_channels != 1) and not raw:
+        raise usage_error("--raw-rate and --raw-channels describe a --raw input: add --raw")
+    if live and (len(inputs) != 1 or recursive or jobs != 1):
+        raise usage_error("--live encodes one input as it arrives: give one INPUT, without -r or -j")
     options = EncodeOptions(
         model=model, bandwidth=bandwidth, weights=None if weights is None else str(weights), device=device.value,
         channels=channels.value, force=force, container=file_format.value, coder=entropy.value, prior=prior,
-        lm_weights=None if lm_weights is None else str(lm_weights),
+        lm_weights=None if lm_weights is None else str(lm_weights), live=live, packet_ms=packet,
+        raw_rate=(raw_rate or _model_rate(model)) if raw else None, raw_channels=raw_channels,
     )
     batch_run.checked(options.check)
     planned = batch_run.plan(inputs, suffix=f".{file_format.value}", walk_suffixes=AUDIO_SUFFIXES, recursive=recursive,

@@ -27,7 +27,8 @@ def _rows_common(s) -> list[tuple[str, str]]:
         ("model format", f"{s.model_sample_rate} Hz, {s.model_channels} ch, {s.frame_rate_hz:g} frames/s"),
         ("codebooks", f"{s.n_codebooks} x {s.codebook_size} ({s.bits_per_code} bits), {s.n_streams} stream(s), channels {s.channel_mode}"),
         ("source", duration),
-        ("file", f"{s.file_bytes} bytes ({human_bytes(s.file_bytes)}), {s.n_chunks} chunks, {s.total_frames} frames"),
+        ("file", f"{s.file_bytes} bytes ({human_bytes(s.file_bytes)}), {s.n_chunks} chunks, {s.total_frames} frames"
+         + (f", written live ({s.frames_per_chunk}-frame packets)" if s.live else "")),
         ("bitrate", f"{bitrate} actual, {s.nominal_bitrate_bps / 1000:g} kbps nominal"),
         ("compression", "n/a (tokens only)" if s.compression_ratio is None
          else f"{s.compression_ratio:.1f}x vs 16-bit PCM"),

@@ -82,3 +82,8 @@ MaxKbps = Annotated[
     Optional[float],
     typer.Option("--max-kbps", metavar="X", help="Exit 1, naming it, if an actual bitrate exceeds X kbps."),
 ]
+
+Live = Annotated[
+    bool,
+    typer.Option("--live", help="Work as the data arrives (causal models): each packet coded, written and flushed at once; one INPUT, a pipe or '-' (docs/CLI.md, Live)."),
+]

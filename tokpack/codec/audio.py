@@ -36,7 +36,7 @@ READ_BLOCK_FRAMES = 1 << 18
 RESAMPLE_KW = {"lowpass_filter_width": 6, "rolloff": 0.99, "resampling_method": "sinc_interp_hann"}
 
 SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
-FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+FORMATS = {".wav": "WAV", ".flac": "FLAC", ".raw": "RAW", ".pcm": "RAW"}
 
 
 @dataclass(frozen=True)
@@ -106,10 +106,11 @@ class AudioReader:
     sample's frame, time and channel. Errors opening the file are AudioErrors too.
     """
 
-    def __init__(self, src: AudioSource, *, name: str | None = None) -> None:
-        import soundfile as sf
-
+    def __init__(self, src: AudioSource, *, name: str | None = None, raw=None) -> None:
+        """``raw``: a :class:`tokpack.codec.liveio.PcmFormat` for headerless 16-bit
+        little-endian PCM (libsndfile reads it as RAW)."""
         self.label = source_label(src, name)
+        self._raw = raw
         if not isinstance(src, (str, os.PathLike)) and not _seekable(src):
             src = io.BytesIO(src.read())  # libsndfile needs to seek
         if isinstance(src, (str, os.PathLike)):
@@ -134,8 +135,11 @@ class AudioReader:
     def _open(self):
         import soundfile as sf
 
+        raw = {} if self._raw is None else {
+            "samplerate": self._raw.sample_rate, "channels": self._raw.channels,
+            "subtype": "PCM_16", "endian": "LITTLE", "format": "RAW"}
         try:
-            return sf.SoundFile(self._src)
+            return sf.SoundFile(self._src, **raw)
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
             raise AudioError(f"cannot read audio: {_sf_reason(exc)}", path=self.label) from None
         except OSError as exc:
@@ -240,11 +244,12 @@ def fit_length(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def output_format(dst: object, format: str | None) -> str:
-    """WAV or FLAC: explicit ``format``, else the path's extension, else WAV."""
+    """WAV, FLAC or RAW (headerless little-endian samples): explicit ``format``, else the
+    path's extension, else WAV."""
     if format is not None:
         fmt = format.upper()
         if fmt not in FORMATS.values():
-            raise AudioError(f"unsupported output format {format!r}; use WAV or FLAC")
+            raise AudioError(f"unsupported output format {format!r}; use WAV, FLAC or RAW")
         return fmt
     if isinstance(dst, (str, os.PathLike)):
         ext = Path(os.fsdecode(dst)).suffix.lower()
@@ -252,7 +257,7 @@ def output_format(dst: object, format: str | None) -> str:
             return FORMATS[ext]
         if ext:
             raise AudioError(
-                f"cannot tell the output format from extension {ext!r}; use .wav or .flac",
+                f"cannot tell the output format from extension {ext!r}; use .wav, .flac or .raw",
                 path=os.fsdecode(dst),
             )
     return "WAV"
@@ -317,7 +322,7 @@ class _Clipper:
 def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_rate: int,
                        channels: int, *, frames: int | None = None, subtype: str = "PCM_16",
                        format: str | None = None, spool: str = "file",
-                       overwrite: bool = True) -> WriteResult:
+                       overwrite: bool = True, live: bool = False) -> WriteResult:
     """Write float32 ``[n, channels]`` blocks as WAV or FLAC, holding one block at a time.
 
     A path is written to a temporary file and renamed when complete (an existing one is
@@ -327,6 +332,10 @@ def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_ra
     (:func:`wav_header`); otherwise the file is made in a temporary file (``spool=
     "file"``) or in memory (``"memory"``) and then copied out, because libsndfile seeks
     back to patch its headers. ``frames``, when given, must be the blocks' total.
+
+    RAW is the samples alone, little-endian, streamed to any destination. ``live``: each
+    block is flushed as soon as it is written, and a WAV to a pipe whose length is not
+    known streams with a header that says so (:func:`tokpack.codec.liveio.live_wav_header`).
     """
     import soundfile as sf
 
@@ -368,7 +377,29 @@ def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_ra
             raise
         call(snd.close)
 
-    if isinstance(dst, (str, os.PathLike)):
+    def stream_into(out: BinaryIO, header: bytes) -> int:
+        nonlocal count
+        _write_all(out, header)
+        n_bytes = len(header)
+        flush = getattr(out, "flush", None) if live else None
+        for block in blocks:
+            _check_block(block, channels)
+            data = _wav_samples(clip(block), subtype, int(sample_rate))
+            _write_all(out, data)
+            if flush is not None:
+                flush()
+            n_bytes += len(data)
+            count += block.shape[0]
+        if fmt == "WAV" and frames is not None and count != frames:
+            raise ValueError(f"the WAV header promised {frames} frames, got {count}")
+        return n_bytes
+
+    if fmt == "RAW" and isinstance(dst, (str, os.PathLike)):
+        with atomic_write(dst, overwrite=overwrite) as out:
+            n_bytes = stream_into(out, b"")
+    elif fmt == "RAW":
+        n_bytes = stream_into(dst, b"")
+    elif isinstance(dst, (str, os.PathLike)):
         with atomic_write(dst, overwrite=overwrite) as out:  # libsndfile seeks back: a real file
             encode_into(out)
             n_bytes = out.seek(0, io.SEEK_END)
@@ -377,18 +408,11 @@ def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_ra
         n_bytes = dst.seek(0, io.SEEK_END)
     elif fmt == "WAV" and frames is not None and wav_data_size(frames, channels, subtype) \
             <= _WAV_MAX_DATA:
-        n_bytes = 0
-        header = wav_header(int(sample_rate), channels, subtype, frames)
-        _write_all(dst, header)
-        n_bytes += len(header)
-        for block in blocks:
-            _check_block(block, channels)
-            data = _wav_samples(clip(block), subtype, int(sample_rate))
-            _write_all(dst, data)
-            n_bytes += len(data)
-            count += block.shape[0]
-        if count != frames:
-            raise ValueError(f"the WAV header promised {frames} frames, got {count}")
+        n_bytes = stream_into(dst, wav_header(int(sample_rate), channels, subtype, frames))
+    elif fmt == "WAV" and live:  # the length comes last: a header that says it is unknown
+        from tokpack.codec.liveio import live_wav_header
+
+        n_bytes = stream_into(dst, live_wav_header(int(sample_rate), channels, subtype))
     else:  # a pipe: build the file aside, then copy it out
         import tempfile
 

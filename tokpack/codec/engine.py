@@ -203,15 +203,15 @@ class _EncodePipeline:
     """
 
     def __init__(self, loaded: LoadedModel, n_q: int, mode: int, n_streams: int,
-                 source_rate: int) -> None:
+                 source_rate: int, live: bool = False) -> None:
         from tokpack.codec.resampler import SincResampler
 
         spec = loaded.spec
         self.mode, self.channels, self.device = mode, spec.channels, loaded.device
         self.segmented = spec.segmented
-        self.resamplers = [SincResampler(source_rate, spec.sample_rate, spec.channels)
+        self.resamplers = [SincResampler(source_rate, spec.sample_rate, spec.channels, live=live)
                            for _ in range(n_streams)]
-        self.encoders = [loaded.stream_encoder(n_q) for _ in range(n_streams)]
+        self.encoders = [loaded.stream_encoder(n_q, live=live) for _ in range(n_streams)]
 
     def feed(self, block: np.ndarray) -> list[TokenBlock]:
         import torch
@@ -340,8 +340,8 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
            bandwidth: float | None = None, weights=None, device: str = "cpu",
            threads: int | None = None, channels: str = "auto", coder: str = "auto",
            container: str = "tpk", lm_weights=None, prior=None,
-           overwrite: bool = False, progress: Callable[[float], None] | None = None
-           ) -> EncodeResult:
+           overwrite: bool = False, progress: Callable[[float], None] | None = None,
+           raw=None) -> EncodeResult:
     """Encode an audio file (path or binary file object) into a container at ``dst``.
 
     ``model`` is a model name or a LoadedModel (to reuse one across files). A ``dst``
@@ -360,7 +360,9 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
     "uniform", a .tpp path, or a formats.prior.Prior.
 
     ``progress(seconds)`` is called after each block read with the seconds of audio
-    read so far.
+    read so far. ``raw``: ``src`` is headerless 16-bit little-endian PCM of this
+    :class:`~tokpack.codec.liveio.PcmFormat` (:func:`~tokpack.codec.liveio.raw_format`).
+    Live encoding (a packet at a time, as audio arrives) is :func:`tokpack.codec.live.encode_live`.
     """
     t0 = time.perf_counter()
     _check_new(dst, overwrite)
@@ -371,7 +373,7 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
 
     import torch
 
-    with audio_io.AudioReader(src) as reader:
+    with audio_io.AudioReader(src, raw=raw) as reader:
         info = reader.info
         mode, n_streams = plan_channels(spec.channels, info.channels, channels,
                                         spec.name)  # fail before loading
@@ -425,10 +427,11 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
 class _TpkWriters:
     """``new_writer(f, header)`` for .tpk; the prior is chosen once, from the weights."""
 
-    def __init__(self, coder: str, prior) -> None:
+    def __init__(self, coder: str, prior, *, live: bool = False) -> None:
         from tokpack.codec.priors import check_tpk_options
 
         check_tpk_options(coder, prior)
+        self.live = live
         self.coder = coder
         self.choice = prior
         self.prior_sha256: str | None = None
@@ -444,7 +447,7 @@ class _TpkWriters:
                     f"{header.weights_sha256.hex()[:12]} (none shipped, none in "
                     f"$TOKPACK_PRIOR_PATH): coding with the uniform prior, which saves less "
                     f"than the figures in docs/ENTROPY.md; `tokpack train-prior` makes one")
-        writer = ContainerWriter(f, header, coder=self.coder, prior=prior)
+        writer = ContainerWriter(f, header, coder=self.coder, prior=prior, live=self.live)
         if writer.header.prior_sha256 is not None:
             self.prior_sha256 = writer.header.prior_sha256.hex()
         return writer
@@ -704,22 +707,37 @@ def _out_rate(sample_rate, header: Header) -> int:
     return int(sample_rate)
 
 
-def iter_model_rate(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.ndarray]:
+def _live_lengths(reader: ChunkSource) -> bool:
+    """Whether the reader learns the lengths from a LAST chunk before the last audio (a
+    live container with lengths unknown in its header; FORMAT.md "Live containers")."""
+    return bool(getattr(reader, "live", False)) and reader.header.model_samples is None
+
+
+def iter_model_rate(reader: ChunkSource, loaded: LoadedModel, *,
+                    live: bool = False) -> Iterator[np.ndarray]:
     """The decoded signal at the model rate, chunk by chunk: float32 [S, C, n] pieces.
 
     The pieces add up to exactly ``model_samples`` (the decoded tail past it is cut; a
     valid container never claims more samples than its frames stand for). When the header
     leaves the lengths to END (a container written to a pipe), the pieces are held
-    until END says how long the signal is. Chunks missing from ``reader`` (a
-    SalvageReader's gaps) are silence over their span: the decoder stream ends before the
-    gap and a new one starts after it.
+    until END says how long the signal is, unless the container was written live: then
+    every piece goes out at once, and the LAST chunk gives the length before the piece
+    that ends the signal. Chunks missing from ``reader`` (a SalvageReader's gaps) are
+    silence over their span: the decoder stream ends before the gap and a new one starts
+    after it. ``live``: the model's live decoder (a causal model's frames as they come).
     """
     header = reader.header
     shape = (header.n_streams, header.model_channels)
     limit = header.model_samples
     held: list[np.ndarray] = []
     done = 0
-    for y in _decoded(reader, loaded):
+    for y in _decoded(reader, loaded, live=live):
+        if _live_lengths(reader):  # known once the LIVE chunk was read
+            limit = None if reader.last is None else reader.last[1]
+            if limit is None:
+                done += y.shape[2]
+                yield y
+                continue
         if limit is None:
             held.append(y)
             continue
@@ -747,7 +765,8 @@ def _silence(shape: tuple[int, ...], n: int) -> Iterator[np.ndarray]:
         yield np.zeros((*shape, min(step, n - start)), np.float32)
 
 
-def _decoded(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.ndarray]:
+def _decoded(reader: ChunkSource, loaded: LoadedModel, *, live: bool = False
+             ) -> Iterator[np.ndarray]:
     """Non-empty float32 [S, C, n] pieces of the signal from its first sample, untrimmed;
     lost chunks are silence from the start of the first lost one to the next intact one."""
     import torch
@@ -756,7 +775,7 @@ def _decoded(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.ndarray]:
     shape = (header.n_streams, header.model_channels)
 
     def start():
-        return [loaded.stream_decoder() for _ in range(shape[0])]
+        return [loaded.stream_decoder(live=live) for _ in range(shape[0])]
 
     def feed(decoders, chunk):
         if header.segmented:
@@ -793,10 +812,11 @@ def _decoded(reader: ChunkSource, loaded: LoadedModel) -> Iterator[np.ndarray]:
 
 
 def iter_pcm(reader: ChunkSource, loaded: LoadedModel, out_rate: int, *,
-             restore: bool = True) -> Iterator[np.ndarray]:
+             restore: bool = True, live: bool = False) -> Iterator[np.ndarray]:
     """Decoded audio blocks float32 [n, channels] at ``out_rate``, in the source's layout
     (``restore``) or the model's; exactly ``ceil(source_frames * out_rate / source_rate)``
-    frames in all."""
+    frames in all. ``live``: the model and the resampler run live (each block as soon as
+    its tokens are in)."""
     import torch
 
     from tokpack.codec.resampler import SincResampler
@@ -813,21 +833,25 @@ def iter_pcm(reader: ChunkSource, loaded: LoadedModel, out_rate: int, *,
         done += keep
         return np.ascontiguousarray(x[:, :keep].numpy().T) if keep else None
 
-    def target() -> int:  # known once the model-rate data came
-        return audio_io.resampled_length(_source_frames(reader), header.source_sample_rate, out_rate)
+    def target() -> int | None:  # known once the model-rate data came (live: once LAST did)
+        n = _source_frames(reader)
+        if n is None and _live_lengths(reader) and reader.last is not None:
+            n = reader.last[0]
+        return None if n is None else audio_io.resampled_length(n, header.source_sample_rate,
+                                                                 out_rate)
 
     channels = _out_channels(header, restore)
     # model-rate samples per step, so that a step's output (channels x the rate ratio) stays
     # within a block however many channels the source had (up to 1024 at 768 kHz)
     step = max(1, _BLOCK_VALUES // (channels * -(-out_rate // model_rate)))
-    for piece in iter_model_rate(reader, loaded):
+    for piece in iter_model_rate(reader, loaded, live=live):
         if want is None:
             want = target()
         for start in range(0, piece.shape[2], step):
             y = piece[:, :, start : start + step]
             pcm = from_streams(y, header.channel_mode, header.source_channels, restore=restore)
             if resampler is None:
-                resampler = SincResampler(model_rate, out_rate, pcm.shape[1])
+                resampler = SincResampler(model_rate, out_rate, pcm.shape[1], live=live)
             block = fit(resampler.process(torch.from_numpy(np.ascontiguousarray(pcm.T))))
             if block is not None:
                 yield block
@@ -877,8 +901,8 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
            device: str = "cpu", threads: int | None = None, channels: str = "original",
            model: LoadedModel | None = None, salvage: bool = False,
            lm_weights=None, priors=(), overwrite: bool = False,
-           progress: Callable[[float], None] | None = None) -> DecodeResult:
-    """Decode a container (path or binary file object) to WAV/FLAC at ``dst``.
+           progress: Callable[[float], None] | None = None, live: bool = False) -> DecodeResult:
+    """Decode a container (path or binary file object) to WAV/FLAC (or RAW) at ``dst``.
 
     ``sample_rate``: "original" (default), "model", or Hz. ``channels``: "original"
     restores the source's channel count, "model" keeps the model's (one per stream when
@@ -904,6 +928,11 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
     A ``dst`` path is written atomically, and only if it does not exist unless
     ``overwrite`` (OutputError, before any work). ``progress(seconds)`` is called after
     each block written with the seconds of audio written so far.
+
+    ``live`` (causal models): each chunk's audio is computed and written (and flushed) as
+    soon as the chunk arrives; a WAV to a pipe then says its length is unknown. The
+    output length stays exact for a live container (FORMAT.md "Live containers"); one
+    written otherwise to a pipe is still held until END gives its length.
     """
     _check_new(dst, overwrite)
     if channels not in ("original", "model"):
@@ -924,6 +953,10 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
             header = reader.header
             spec = get_spec(header.model_id)
             check_header_fits(header, spec)
+            if live and not spec.causal:
+                from tokpack.codec.registry import live_refusal
+
+                raise UsageError(live_refusal(spec))
             if salvage and reader.lost and not reader.intact:
                 more = f" (and {len(reader.lost) - 1} more)" if len(reader.lost) > 1 else ""
                 raise FormatError(f"nothing to salvage: {reader.lost[0].describe()}{more}")
@@ -940,10 +973,10 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
             if known is not None:
                 frames = audio_io.resampled_length(known, header.source_sample_rate, out_rate)
             written = audio_io.write_audio_blocks(
-                dst, _releasing(iter_pcm(reader, loaded, out_rate, restore=restore), progress,
-                                out_rate), out_rate,
+                dst, _releasing(iter_pcm(reader, loaded, out_rate, restore=restore, live=live),
+                                progress, out_rate), out_rate,
                 _out_channels(header, restore), frames=frames, subtype=subtype,
-                format=format, overwrite=overwrite)
+                format=format, overwrite=overwrite, live=live)
             source_frames = reader.trailer.source_frames
     except ModelError as exc:
         if exc.path is None:

@@ -79,6 +79,17 @@ class ModelSpec:
         return max(1, int(bandwidth // per_codebook_kbps))
 
 
+def live_refusal(spec: ModelSpec) -> str:
+    """Why ``spec`` cannot run live (``--live``), in one line; for a non-causal model."""
+    if spec.segmented:
+        why = (f"it encodes {spec.segment_length / spec.sample_rate:g} s segments, each "
+               "normalised as a whole")
+    else:
+        why = "its convolutions look ahead (it is not causal)"
+    return (f"model {spec.name} cannot run live: {why}; use a causal model "
+            f"({', '.join(n for n, m in MODELS.items() if m.causal)})")
+
+
 def format_kbps(bandwidth: float) -> str:
     """1.5 -> '1.5', 6.0 -> '6'."""
     return f"{bandwidth:g}"

@@ -6,6 +6,9 @@ frame rate, codebook size, codebooks per bandwidth, segmenting) are the registry
 :class:`LoadedModel` adds the weights' identity and the calls that run the network.
 Every family streams: ``stream_encoder`` and ``stream_decoder`` take pieces of any size
 and hold a bounded amount of state, so memory does not grow with the signal's length.
+A causal family (``spec.causal``) also streams *live*: with ``live=True`` every piece is
+computed as soon as it arrives (small calls, nothing held back for speed), so a code
+frame comes out once its audio is in, and a frame's audio once its codes are in.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from tokpack.codec.registry import ModelSpec
+from tokpack.codec.registry import ModelSpec, live_refusal
+from tokpack.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -68,13 +72,19 @@ class LoadedModel(ABC):
     def weights_hex(self) -> str:
         return self.weights_sha256.hex()
 
-    @abstractmethod
-    def stream_encoder(self, n_codebooks: int) -> StreamEncoder:
-        """A fresh encoder stream producing the first ``n_codebooks`` codebooks."""
+    def _check_live(self, live: bool) -> None:
+        if live and not self.spec.causal:
+            raise UsageError(live_refusal(self.spec))
 
     @abstractmethod
-    def stream_decoder(self) -> StreamDecoder:
-        """A fresh decoder stream (on ``device``)."""
+    def stream_encoder(self, n_codebooks: int, *, live: bool = False) -> StreamEncoder:
+        """A fresh encoder stream producing the first ``n_codebooks`` codebooks;
+        ``live`` (causal models only): each frame as soon as its audio is in."""
+
+    @abstractmethod
+    def stream_decoder(self, *, live: bool = False) -> StreamDecoder:
+        """A fresh decoder stream (on ``device``); ``live`` (causal models only): each
+        frame's audio as soon as its codes are in."""
 
     @abstractmethod
     def codebooks(self, n_codebooks: int) -> list[np.ndarray]:

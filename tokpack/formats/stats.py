@@ -37,6 +37,8 @@ class ContainerStats:
     path: str | None
     format: str  # "tpk", or "ecdc" (EnCodec's own file)
     tokens_only: bool  # a tokpack pack container: a codec's tokens without a model, no audio
+    live: bool  # written live (LIVE and LAST chunks, FORMAT.md "Live containers")
+    frames_per_chunk: int  # a live container's packet
     file_bytes: int
     model_id: str
     weights_sha256: str
@@ -126,6 +128,8 @@ def reader_stats(reader, *, file_format: str = "tpk", coder: str | None = None) 
         path=reader.path,
         format=file_format,
         tokens_only=h.tokens_only,
+        live=bool(getattr(reader, "live", False)),
+        frames_per_chunk=h.frames_per_chunk,
         file_bytes=file_bytes,
         model_id=h.model_id,
         weights_sha256=h.weights_sha256.hex(),

@@ -21,14 +21,16 @@ from tokpack.codecs.base import LoadedModel
 class DacLoaded(LoadedModel):
     """A DAC model: ``model`` is a ``transformers.DacModel`` in eval mode."""
 
-    def stream_encoder(self, n_codebooks: int):
+    def stream_encoder(self, n_codebooks: int, *, live: bool = False):
         from tokpack.codecs.dac.model import WindowedEncoder
 
+        self._check_live(live)
         return WindowedEncoder(self.model, n_codebooks)
 
-    def stream_decoder(self):
+    def stream_decoder(self, *, live: bool = False):
         from tokpack.codecs.dac.model import WindowedDecoder
 
+        self._check_live(live)
         return WindowedDecoder(self.model)
 
     def codebooks(self, n_codebooks: int) -> list[np.ndarray]:

@@ -18,20 +18,22 @@ from tokpack.codecs.base import LoadedModel
 class EncodecLoaded(LoadedModel):
     """An EnCodec model: ``model`` is an ``encodec.EncodecModel`` with folded weights."""
 
-    def stream_encoder(self, n_codebooks: int):
+    def stream_encoder(self, n_codebooks: int, *, live: bool = False):
         from tokpack.codecs.encodec.streaming import CausalEncoder, SegmentEncoder
 
+        self._check_live(live)
         spec = self.spec
         if spec.segmented:
             return SegmentEncoder(self.model, n_codebooks, spec.segment_length, spec.segment_stride)
-        return CausalEncoder(self.model, n_codebooks)
+        return CausalEncoder(self.model, n_codebooks, live=live)
 
-    def stream_decoder(self):
+    def stream_decoder(self, *, live: bool = False):
         from tokpack.codecs.encodec.streaming import CausalDecoder, SegmentDecoder
 
+        self._check_live(live)
         if self.spec.segmented:
             return SegmentDecoder(self.model, self.spec.segment_stride)
-        return CausalDecoder(self.model, device=self.device)
+        return CausalDecoder(self.model, device=self.device, live=live)
 
     def codebooks(self, n_codebooks: int) -> list[np.ndarray]:
         return [layer._codebook.embed.detach().cpu().double().numpy()

@@ -103,6 +103,8 @@ class _Conv:
         self.stride = self.s
         self.rate = 1 / self.s  # output samples per input sample
         self.width = max(self.channels, conv.out_channels // self.s)
+        # a first call reflects its first pt samples into the left padding: it needs more
+        self.first_min = self.pt + 1 if self.mode == "reflect" else 1
         # the call sees pt kept samples + n new ones
         self.min_len = max(MKLDNN_MIN_NUMEL // self.channels + 1 - self.pt, 1)
 
@@ -166,6 +168,7 @@ class _ConvTr:
         self.stride = 1
         self.rate = s
         self.width = max(cin, cout * s)
+        self.first_min = 1
         self.min_len = MKLDNN_MIN_NUMEL // cin  # + the kept frame
 
     def new_state(self) -> list:
@@ -267,6 +270,7 @@ class _LSTM:
         self.stride = 1
         self.rate = 1
         self.width = 4 * slstm.lstm.hidden_size  # its gates
+        self.first_min = 1
         self.min_len = 0
 
     def new_state(self) -> list:
@@ -281,6 +285,42 @@ class _LSTM:
             y = y + x
         return y.permute(1, 2, 0)
 
+    def live(self, state: list, x: torch.Tensor, final: bool) -> torch.Tensor:
+        """The same LSTM step by step for the few frames of a live call: oneDNN's RNN
+        primitive costs ~3 ms a call to set up, 100 times the arithmetic of 2 frames.
+        Its sums run in another order than oneDNN's: within float rounding of it."""
+        import torch
+        import torch.nn.functional as F
+
+        if x.shape[-1] == 0:
+            return x
+        x = x.permute(2, 0, 1)  # [T, B, C]
+        lstm = self.lstm
+        if state[0] is None:
+            zeros = x.new_zeros(lstm.num_layers, x.shape[1], lstm.hidden_size)
+            state[0] = (zeros, zeros)
+        h0, c0 = state[0]
+        y, hs, cs = x, [], []
+        for layer in range(lstm.num_layers):
+            w_ih = getattr(lstm, f"weight_ih_l{layer}")
+            w_hh = getattr(lstm, f"weight_hh_l{layer}")
+            bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+            gates_x = F.linear(y, w_ih, bias)
+            h, c = h0[layer], c0[layer]
+            out = []
+            for t in range(x.shape[0]):
+                i, f, g, o = (gates_x[t] + F.linear(h, w_hh)).chunk(4, dim=-1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                out.append(h)
+            y = torch.stack(out)
+            hs.append(h)
+            cs.append(c)
+        state[0] = (torch.stack(hs), torch.stack(cs))
+        if self.skip:
+            y = y + x
+        return y.permute(1, 2, 0)
+
 
 class _Act:
     def __init__(self, alpha: float) -> None:
@@ -289,6 +329,7 @@ class _Act:
         self.stride = 1
         self.rate = 1
         self.width = 1
+        self.first_min = 1
         self.min_len = 0
 
     def new_state(self) -> list:
@@ -316,6 +357,7 @@ class _ResBlock:
         self.stride = 1
         self.rate = 1
         self.width = max(p.width for p in parts)
+        self.first_min = max(p.first_min for p in parts)
         self.min_len = max(p.min_len for p in parts)
 
     def new_state(self) -> list:
@@ -381,10 +423,16 @@ class _Stage:
     last call, so that every call meets torch's size rule whenever a one-pass run over
     the whole signal would (see the module doc). A layer whose whole input is shorter
     is called once, with all of it: the one-pass computation itself.
+
+    ``live``: the layer is called on all its pending input at every step, as soon as it
+    can emit (its first call waits for ``first_min`` samples: EnCodec reflects a signal's
+    first samples into its left padding). Small calls take torch's other convolution path
+    for small inputs and round differently from one pass (docs/PERFORMANCE.md, "Live").
     """
 
-    def __init__(self, layer, target: int, period: float) -> None:
+    def __init__(self, layer, target: int, period: float, live: bool = False) -> None:
         self.layer = layer
+        self.live = live
         self.period = period
         cap = max(int(MAX_PIECE // period), 1)
         piece = max(layer.min_len, min(target // layer.width, cap), 1)
@@ -392,7 +440,7 @@ class _Stage:
         self.reserve = layer.min_len
 
     def new_state(self) -> list:
-        return [_Pieces(), self.layer.new_state(), False]  # [input, layer state, started]
+        return [_Pieces(), self.layer.new_state(), False, False]  # [input, layer state, started, called]
 
     def run(self, state: list, x, final: bool):
         """Yields (output, is_final) for every call ``x`` (and ``final``) makes possible."""
@@ -400,8 +448,14 @@ class _Stage:
         if x is not None and x.shape[-1]:
             pending.add(x)
             state[2] = True
-        while pending.n >= self.piece + self.reserve:
-            yield self.layer(layer_state, pending.take(self.piece), False), False
+        if self.live:
+            if not final and pending.n >= (1 if state[3] else self.layer.first_min):
+                state[3] = True
+                call = getattr(self.layer, "live", self.layer)  # an LSTM's step by step
+                yield call(layer_state, pending.take_all(), False), False
+        else:
+            while pending.n >= self.piece + self.reserve:
+                yield self.layer(layer_state, pending.take(self.piece), False), False
         if final and state[2]:
             rest = pending.take_all()
             if rest is None:
@@ -421,14 +475,16 @@ class StreamedNet:
     flight is a few cache-sized pieces per layer whatever the input's length.
     """
 
-    def __init__(self, layers: list, target: int | None = None, period: float = 1) -> None:
+    def __init__(self, layers: list, target: int | None = None, period: float = 1,
+                 live: bool = False) -> None:
         """``target``: elements of a layer's widest tensor per call (default
         :data:`TARGET_ELEMS`); ``period``: signal samples per sample of the first
-        layer's input (the hop length for a decoder fed frames)."""
+        layer's input (the hop length for a decoder fed frames); ``live``: every layer
+        runs on what it has at once (:class:`_Stage`)."""
         target = TARGET_ELEMS if target is None else target
         self.stages = []
         for layer in layers:
-            self.stages.append(_Stage(layer, target, period))
+            self.stages.append(_Stage(layer, target, period, live))
             period /= layer.rate
         self.state = [stage.new_state() for stage in self.stages]
 
@@ -510,12 +566,15 @@ class CausalEncoder:
     The codes of all pieces, concatenated, are the same however ``x`` is cut into pieces,
     and agree with ``model.quantizer.vq.encode(model.encoder(x))`` of the whole signal
     within float rounding (equal below :func:`one_call_samples`; module doc).
+
+    ``live``: each frame as soon as its samples are in (its calls then depend on the
+    feeding, and agree with one pass within rounding: docs/PERFORMANCE.md, "Live").
     """
 
-    def __init__(self, model: EncodecModel, n_q: int) -> None:
+    def __init__(self, model: EncodecModel, n_q: int, *, live: bool = False) -> None:
         self.model = model
         self.n_q = n_q
-        self.net = StreamedNet(_plan(model, "encoder"))
+        self.net = StreamedNet(_plan(model, "encoder"), live=live)
 
     def feed(self, x: torch.Tensor) -> np.ndarray:
         return self._codes(self.net.step(x[None], final=False))
@@ -542,10 +601,10 @@ class CausalDecoder:
     (the same computation in one call); within float rounding of ``model.decoder``.
     """
 
-    def __init__(self, model: EncodecModel, *, device=None) -> None:
+    def __init__(self, model: EncodecModel, *, device=None, live: bool = False) -> None:
         self.model = model
         self.device = _device(model) if device is None else device
-        self.net = StreamedNet(_plan(model, "decoder"), period=_hop(model))
+        self.net = StreamedNet(_plan(model, "decoder"), period=_hop(model), live=live)
         self.channels = model.channels
 
     def feed(self, codes: np.ndarray):

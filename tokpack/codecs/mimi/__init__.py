@@ -20,15 +20,15 @@ from tokpack.codecs.base import LoadedModel
 class MimiLoaded(LoadedModel):
     """A Mimi model: ``model`` is a ``transformers.MimiModel`` in eval mode."""
 
-    def stream_encoder(self, n_codebooks: int):
-        from tokpack.codecs.mimi.model import StreamEncoder
+    def stream_encoder(self, n_codebooks: int, *, live: bool = False):
+        from tokpack.codecs.mimi.model import PIECE_FRAMES, StreamEncoder
 
-        return StreamEncoder(self.model, n_codebooks)
+        return StreamEncoder(self.model, n_codebooks, 1 if live else PIECE_FRAMES)
 
-    def stream_decoder(self):
-        from tokpack.codecs.mimi.model import StreamDecoder
+    def stream_decoder(self, *, live: bool = False):
+        from tokpack.codecs.mimi.model import PIECE_FRAMES, StreamDecoder
 
-        return StreamDecoder(self.model)
+        return StreamDecoder(self.model, 1 if live else PIECE_FRAMES)
 
     def codebooks(self, n_codebooks: int) -> list[np.ndarray]:
         """The semantic codebook, then the acoustic ones (each in its quantizer's space)."""
