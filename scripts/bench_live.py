@@ -11,7 +11,9 @@ input's samples (same rate and channels), so sample i out is sample i in.
 
 Reported:
 * latency per input piece (window): from the moment the piece was written to the
-  encoder until the decoder has written its last sample; p50, p95, max;
+  encoder until the decoder has written its last sample; p50, p95, max; split into the
+  wait for the rest of its packet (the frames the codec needs, then the packet) and the
+  rest (compute in both commands, the pipes, scheduling);
 * underruns: windows that arrive after a player, started when the first window came out
   plus one packet of buffer and running at real-time pace, needed them;
 * compute per call, measured in this process on the same audio and model: the live
@@ -152,6 +154,17 @@ def latencies(written, out: Reader) -> np.ndarray:
     return np.asarray(lat)
 
 
+def packet_waits(written, packet_samples: int) -> np.ndarray:
+    """Per window, the wait for the rest of its packet (seconds): from its write until the
+    write of the piece that completes the packet holding its last sample. Latency minus
+    this is compute, pipes and scheduling."""
+    times = np.asarray([t for t, _ in written])
+    lasts = np.asarray([last for _, last in written])
+    ends = -(-lasts // packet_samples) * packet_samples
+    done = np.minimum(np.searchsorted(lasts, ends), len(lasts) - 1)  # the completing piece
+    return times[done] - times
+
+
 def underruns(written, lat: np.ndarray, piece_s: float, buffer_s: float) -> int:
     """Windows later than a player needs them: it starts when the first window is out,
     plus ``buffer_s``, and then plays one window every ``piece_s``."""
@@ -239,6 +252,9 @@ def main() -> None:
     lat = latencies(r["written"], out) * 1e3
     piece_s = args.piece_ms / 1000
     comp = compute_times(audio, rate, args)
+    hop = round(comp["frame_ms"] * rate / 1000)
+    wait = packet_waits(r["written"], comp["packet_frames"] * hop) * 1e3
+    rest = lat - wait
     report = {
         "model": args.model, "input": "raw" if args.raw else "wav", "seconds": args.seconds,
         "piece_ms": args.piece_ms, "packet_frames": comp["packet_frames"],
@@ -247,6 +263,11 @@ def main() -> None:
         "latency_ms": {"p50": round(float(np.nanpercentile(lat, 50)), 1),
                        "p95": round(float(np.nanpercentile(lat, 95)), 1),
                        "max": round(float(np.nanmax(lat)), 1)},
+        "packet_wait_ms": {"p50": round(float(np.median(wait)), 1),
+                           "p95": round(float(np.percentile(wait, 95)), 1)},
+        "compute_pipes_ms": {"p50": round(float(np.nanpercentile(rest, 50)), 1),
+                             "p95": round(float(np.nanpercentile(rest, 95)), 1),
+                             "max": round(float(np.nanmax(rest)), 1)},
         "underruns": underruns(r["written"], lat, piece_s, comp["packet_frames"] * comp["frame_ms"] / 1000),
         "windows": len(lat),
         "encode_ms_per_piece": {"p50": round(float(np.median(comp["encode_ms"])), 2),

@@ -57,14 +57,14 @@ def encode_command(
         ChannelsMode,
         typer.Option(
             "--channels",
-            help="auto: a mono model downmixes, a stereo model upmixes/folds; split: encode each channel as its own stream (mono models).",
+            help="auto: mix to the model's channels; split: each channel its own stream (mono models).",
         ),
     ] = ChannelsMode.auto,
     file_format: Annotated[
         FileFormat,
         typer.Option(
             "--format",
-            help="tpk: a tokpack container; ecdc: EnCodec's own .ecdc file (one stream, audio at the model's rate and channels).",
+            help="tpk, or EnCodec's own .ecdc (one stream; model rate and channels).",
         ),
     ] = FileFormat.tpk,
     entropy: Annotated[
@@ -72,7 +72,7 @@ def encode_command(
         typer.Option(
             "--entropy",
             "-e",
-            help="Token coder. .tpk: auto (the smallest per chunk: CTX or zstd), ctx, zstd, planes, pack. .ecdc: auto (bit-packed) or encodec-lm (EnCodec's LM).",
+            help="Token coder: auto (the smallest per chunk), ctx, zstd, planes, pack; .ecdc: auto or encodec-lm.",
         ),
     ] = Entropy.auto,
     prior: Annotated[
@@ -80,21 +80,21 @@ def encode_command(
         typer.Option(
             "--prior",
             metavar="FILE",
-            help="CTX prior: a .tpp file (tokpack train-prior), or 'uniform' (default: the one shipped for the model's weights, else uniform, which -v says).",
+            help="CTX prior: a .tpp file, or 'uniform' (default: the one made for the weights).",
         ),
     ] = None,
     live: opt.Live = False,
     packet: Annotated[
-        float, typer.Option("--packet", metavar="MS", help="With --live: audio per packet (container chunk), rounded to whole frames.")
-    ] = 40.0,
+        int, typer.Option("--packet", metavar="MS", help="With --live: audio per packet, in whole frames.")
+    ] = 40,
     raw: Annotated[
-        bool, typer.Option("--raw", help="The input is headerless 16-bit little-endian PCM (as arecord -t raw, sox -t raw, ffmpeg -f s16le write).")
+        bool, typer.Option("--raw", help="Input is headerless 16-bit little-endian PCM.")
     ] = False,
     raw_rate: Annotated[
-        Optional[int], typer.Option("--raw-rate", metavar="HZ", help="With --raw: its sample rate (default: the model's).")
+        Optional[int], typer.Option("--raw-rate", metavar="HZ", help="--raw input's rate (default: the model's).")
     ] = None,
     raw_channels: Annotated[
-        int, typer.Option("--raw-channels", metavar="N", help="With --raw: its channels.")
+        int, typer.Option("--raw-channels", metavar="N", help="--raw input's channels.")
     ] = 1,
     force: opt.Force = False,
     weights: opt.Weights = None,

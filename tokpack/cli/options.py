@@ -35,8 +35,8 @@ Weights = Annotated[
     typer.Option(
         "--weights",
         metavar="PATH",
-        help="Weights to use instead of the cached official ones (also: TOKPACK_WEIGHTS): an "
-             "EnCodec checkpoint; for Mimi and DAC a model.safetensors or its folder.",
+        help="Weights instead of the official ones (also TOKPACK_WEIGHTS): a checkpoint, "
+             "a model.safetensors or its folder.",
     ),
 ]
 LmWeights = Annotated[
@@ -44,7 +44,7 @@ LmWeights = Annotated[
     typer.Option(
         "--lm-weights",
         metavar="PATH",
-        help="EnCodec LM checkpoint for LM-coded tokens, instead of the cached official one (also: TOKPACK_LM_WEIGHTS).",
+        help="EnCodec LM checkpoint for LM-coded tokens (also TOKPACK_LM_WEIGHTS).",
         dir_okay=False,
     ),
 ]
@@ -85,5 +85,5 @@ MaxKbps = Annotated[
 
 Live = Annotated[
     bool,
-    typer.Option("--live", help="Work as the data arrives (causal models): each packet coded, written and flushed at once; one INPUT, a pipe or '-' (docs/CLI.md, Live)."),
+    typer.Option("--live", help="Work as the data arrives, a packet at a time (causal models)."),
 ]
