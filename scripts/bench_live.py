@@ -138,7 +138,8 @@ def run_pipeline(audio: np.ndarray, rate: int, args) -> dict:
     container.join()
     dec.wait()
     out.join()
-    return {"written": written, "out": out, "container": bytes(container.data),
+    late = np.asarray([t for t, _ in written]) - (t0 + np.arange(len(written)) * args.piece_ms / 1000)
+    return {"written": written, "out": out, "container": bytes(container.data), "late": late,
             "startup_s": startup, "encode_rc": enc.returncode, "decode_rc": dec.returncode,
             "warm": warm}
 
@@ -268,7 +269,9 @@ def main() -> None:
         "compute_pipes_ms": {"p50": round(float(np.nanpercentile(rest, 50)), 1),
                              "p95": round(float(np.nanpercentile(rest, 95)), 1),
                              "max": round(float(np.nanmax(rest)), 1)},
-        "underruns": underruns(r["written"], lat, piece_s, comp["packet_frames"] * comp["frame_ms"] / 1000),
+        "writes_late_ms": {"p50": round(float(np.median(r["late"])) * 1e3, 1),
+                           "max": round(float(np.max(r["late"])) * 1e3, 1)},
+        "underruns": underruns(r["written"], lat / 1e3, piece_s, comp["packet_frames"] * comp["frame_ms"] / 1000),
         "windows": len(lat),
         "encode_ms_per_piece": {"p50": round(float(np.median(comp["encode_ms"])), 2),
                                 "p95": round(float(np.percentile(comp["encode_ms"], 95)), 2)},

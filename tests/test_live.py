@@ -264,3 +264,21 @@ def test_cli_usage_errors(tmp_path):
         run = subprocess.run([*TOKPACK, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
         assert run.returncode == 2, (args, run.stderr)
         assert len(run.stderr.strip().splitlines()) == 1, (args, run.stderr)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kept_codebook_norms_give_encodecs_codes(test_24khz, threads):
+    """The streamed encoders' quantizer (codebook norms kept) is encodec's vq.encode, bit for bit."""
+    import torch
+
+    from tokpack.codec.threads import torch_threads
+    from tokpack.codecs.encodec.streaming import _quantizer
+
+    model = test_24khz.model
+    with torch_threads(threads), torch.inference_mode():
+        for frames in (1, 2, 3, 151):
+            emb = model.encoder(torch.from_numpy(np.random.default_rng(frames).standard_normal(
+                (1, 1, 320 * frames)).astype(np.float32) * 0.1))
+            for n_q in (1, 8, 32):
+                want = model.quantizer.vq.encode(emb, n_q=n_q)[:, 0]
+                assert torch.equal(_quantizer(model).encode(emb, n_q), want), (frames, n_q)

@@ -586,7 +586,7 @@ class CausalEncoder:
                                                      device=_device(self.model)), final=True))
 
     def _codes(self, embs: list) -> np.ndarray:
-        codes = [self.model.quantizer.vq.encode(e, n_q=self.n_q)[:, 0] for e in embs]
+        codes = [_quantizer(self.model).encode(e, self.n_q) for e in embs]
         if not codes:
             return np.zeros((self.n_q, 0), np.uint16)
         import torch
@@ -620,6 +620,41 @@ class CausalDecoder:
         dim = self.model.quantizer.dimension
         empty = torch.zeros(1, dim, 0, device=self.device)
         return _cat_audio(self.net.step(empty, final=True), self.channels)
+
+
+class _Quantizer:
+    """``model.quantizer.vq.encode`` of one signal [1, D, t] -> codes [n_q, t], the same
+    operations on the same tensors (so the same codes, bit for bit: tests compare), without
+    recomputing each codebook's squared norms on every call (encodec does: 8 codebooks cost
+    ~2 ms a call however few the frames, which a live call of one or two frames feels).
+    The norms are kept per torch thread count, the one setting a reduction may depend on."""
+
+    def __init__(self, model: EncodecModel) -> None:
+        self.books = [layer._codebook.embed for layer in model.quantizer.vq.layers]
+        self.norms: dict[int, list] = {}
+
+    def encode(self, emb: torch.Tensor, n_q: int) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
+        threads = torch.get_num_threads()
+        if threads not in self.norms:
+            self.norms[threads] = [embed.t().pow(2).sum(0, keepdim=True) for embed in self.books]
+        x = emb[0].t()  # [t, D], as encodec's rearrange "b d n -> (b n) d" for one signal
+        out = []
+        for embed, norm in zip(self.books[:n_q], self.norms[threads]):
+            dist = -(x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + norm)
+            index = dist.max(dim=-1).indices
+            out.append(index)
+            x = x - F.embedding(index, embed)
+        return torch.stack(out)
+
+
+def _quantizer(model: EncodecModel) -> _Quantizer:
+    plans = _PLANS.setdefault(model, {})
+    if "quantizer" not in plans:
+        plans["quantizer"] = _Quantizer(model)
+    return plans["quantizer"]
 
 
 def _hop(model) -> int:
