@@ -189,30 +189,31 @@ def _reader(f, sink: bytearray, times: list) -> threading.Thread:
     return t
 
 
-def test_cli_pipe_streams_and_survives_a_pause(test_24khz, signals):
-    """encode --live | decode --live --raw: audio comes out while the input is still open
-    (after a 2 s pause too), and exactly as many samples as went in."""
-    x = signals.chirp(48_000 + 77, 24_000)
+def test_cli_pipe_streams_through_a_stalled_reader_and_a_pause(test_24khz, signals):
+    """encode --live | decode --live --raw: a reader that stalls (the decoder blocks on its
+    full pipe), then audio that comes out while the input is still open, a 2 s pause in the
+    input, and exactly as many samples out as went in."""
+    x = signals.chirp(4 * 24_000 + 77, 24_000)
     enc = subprocess.Popen([*TOKPACK, "encode", "--live", "-", "-c", "-q", "-m", "test_24khz"],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     dec = subprocess.Popen([*TOKPACK, "decode", "--live", "-", "-c", "-q", "--raw"],
                            stdin=enc.stdout, stdout=subprocess.PIPE)
     enc.stdout.close()
+    enc.stdin.write(stream_wav(x[:3 * 24_000], 24_000))  # 144 kB of output: more than a pipe holds
+    enc.stdin.flush()
+    time.sleep(6)  # nobody reads: the decoder blocks on its output, the encoder does not care
     out, times = bytearray(), []
     t = _reader(dec.stdout, out, times)
-    enc.stdin.write(stream_wav(x[:24_000], 24_000))
-    enc.stdin.flush()
     deadline = time.time() + 60
-    while len(out) < 2 * 20_000 and time.time() < deadline:
+    while len(out) < 2 * 2 * 24_000 and time.time() < deadline:
         time.sleep(0.05)
-    assert len(out) >= 2 * 20_000  # most of the first second is out, the input still open
+    assert len(out) >= 2 * 2 * 24_000  # two seconds out, the input still open
     time.sleep(2)
-    enc.stdin.write(pcm16(x[24_000:]))
+    enc.stdin.write(pcm16(x[3 * 24_000:]))
     enc.stdin.close()
     assert enc.wait(60) == 0 and dec.wait(60) == 0
     t.join(10)
-    y = np.frombuffer(bytes(out), "<i2")
-    assert len(y) == len(x)
+    assert len(np.frombuffer(bytes(out), "<i2")) == len(x)
 
 
 def test_ctrl_c_completes_the_container(test_24khz, signals, tmp_path):
