@@ -283,3 +283,11 @@ def test_kept_codebook_norms_give_encodecs_codes(test_24khz, threads):
             for n_q in (1, 8, 32):
                 want = model.quantizer.vq.encode(emb, n_q=n_q)[:, 0]
                 assert torch.equal(_quantizer(model).encode(emb, n_q), want), (frames, n_q)
+
+
+def test_decode_raw_names_its_output_raw(test_24khz, signals, tmp_path):
+    tpk = tmp_path / "x.tpk"
+    tpk.write_bytes(live_container(stream_wav(signals.chirp(3_000, 24_000), 24_000), test_24khz))
+    run = subprocess.run([*TOKPACK, "decode", "--raw", "-q", str(tpk)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "x.out.raw").stat().st_size == 3_000 * 2

@@ -81,7 +81,7 @@ def decode_command(
         priors=tuple(str(p) for p in prior or ()), live=live, raw=raw,
     )
     batch_run.checked(options.check)
-    planned = batch_run.plan(inputs, suffix=DECODED_SUFFIX, walk_suffixes=CONTAINER_SUFFIXES, recursive=recursive,
+    planned = batch_run.plan(inputs, suffix=".out.raw" if raw else DECODED_SUFFIX, walk_suffixes=CONTAINER_SUFFIXES, recursive=recursive,
                              output=output, output_dir=output_dir, stdout=stdout, test=test)
     batch_run.check_stdout(say, planned, json_output=json_output, force=force, test=test)
     options = replace(options, threads=default_threads(resolve_jobs(jobs, len(planned)), threads))
