@@ -58,9 +58,9 @@ def speech(path: Path, rate: int, seconds: float) -> np.ndarray:
 
 
 def wav_header(rate: int) -> bytes:
-    from tokpack.codec.liveio import live_wav_header
+    from tokpack.codec.audio import wav_header
 
-    return live_wav_header(rate, 1, "PCM_16")
+    return wav_header(rate, 1, "PCM_16", None)
 
 
 class Reader(threading.Thread):

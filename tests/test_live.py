@@ -19,7 +19,8 @@ import soundfile as sf
 
 from tokpack.codec.engine import decode, encode
 from tokpack.codec.live import encode_live, packet_frames
-from tokpack.codec.liveio import PipeReader, live_wav_header, raw_format
+from tokpack.codec.audio import wav_header
+from tokpack.codec.liveio import PipeReader, raw_format
 from tokpack.errors import AudioError, UsageError
 from tokpack.formats import read_container
 
@@ -32,7 +33,7 @@ def pcm16(x: np.ndarray) -> bytes:
 
 def stream_wav(x: np.ndarray, rate: int) -> bytes:
     """A WAV as a tool writes it to a pipe: 16-bit, length unknown in the header."""
-    return live_wav_header(rate, x.shape[1], "PCM_16") + pcm16(x)
+    return wav_header(rate, x.shape[1], "PCM_16", None) + pcm16(x)
 
 
 def offline_tokens(data: bytes, model) -> np.ndarray:

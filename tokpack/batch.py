@@ -329,7 +329,8 @@ class EncodeOptions:
         """UsageError for an option value that cannot work, before any file is touched."""
         spec = check_model(self.model, self.bandwidth)
         if self.live:
-            from tokpack.codec.live import check_live, packet_frames
+            from tokpack.codec.live import packet_frames
+            from tokpack.codec.registry import check_live
 
             check_live(spec)
             packet_frames(spec, self.packet_ms)

@@ -335,7 +335,7 @@ def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_ra
 
     RAW is the samples alone, little-endian, streamed to any destination. ``live``: each
     block is flushed as soon as it is written, and a WAV to a pipe whose length is not
-    known streams with a header that says so (:func:`tokpack.codec.liveio.live_wav_header`).
+    known streams with a header that says so (:func:`wav_header` of ``frames`` None).
     """
     import soundfile as sf
 
@@ -410,9 +410,7 @@ def write_audio_blocks(dst: AudioSource, blocks: Iterable[np.ndarray], sample_ra
             <= _WAV_MAX_DATA:
         n_bytes = stream_into(dst, wav_header(int(sample_rate), channels, subtype, frames))
     elif fmt == "WAV" and live:  # the length comes last: a header that says it is unknown
-        from tokpack.codec.liveio import live_wav_header
-
-        n_bytes = stream_into(dst, live_wav_header(int(sample_rate), channels, subtype))
+        n_bytes = stream_into(dst, wav_header(int(sample_rate), channels, subtype, None))
     else:  # a pipe: build the file aside, then copy it out
         import tempfile
 
@@ -484,8 +482,10 @@ def wav_data_size(frames: int, channels: int, subtype: str) -> int:
     return frames * channels * _WAV_WIDTH[subtype]
 
 
-def wav_header(sample_rate: int, channels: int, subtype: str, frames: int) -> bytes:
-    """A RIFF/WAVE header for ``frames`` frames, as libsndfile writes it for PCM.
+def wav_header(sample_rate: int, channels: int, subtype: str, frames: int | None) -> bytes:
+    """A RIFF/WAVE header for ``frames`` frames, as libsndfile writes it for PCM; for a
+    stream of unknown length (``frames`` None) the sizes are 0xFFFFFFFF, as ffmpeg and sox
+    write to a pipe.
 
     PCM_16/PCM_24: the 44-byte canonical header (format tag 1, plain ``fmt `` chunk also
     for more than two channels, as libsndfile does), so a streamed file is byte for byte
@@ -499,10 +499,14 @@ def wav_header(sample_rate: int, channels: int, subtype: str, frames: int) -> by
     fmt = struct.pack("<HHIIHH", tag, channels, sample_rate, sample_rate * block_align,
                       block_align, 8 * width)
     chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    unknown = 0xFFFFFFFF
     if tag == 3:
-        chunks += b"fact" + struct.pack("<II", 4, frames)
-    data_size = wav_data_size(frames, channels, subtype)
-    riff_size = 4 + len(chunks) + 8 + data_size
+        chunks += b"fact" + struct.pack("<II", 4, unknown if frames is None else frames)
+    if frames is None:
+        data_size = riff_size = unknown
+    else:
+        data_size = wav_data_size(frames, channels, subtype)
+        riff_size = 4 + len(chunks) + 8 + data_size
     return (b"RIFF" + struct.pack("<I", riff_size) + b"WAVE" + chunks + b"data"
             + struct.pack("<I", data_size))
 

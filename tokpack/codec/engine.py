@@ -953,10 +953,10 @@ def decode(src: Src, dst: Src, *, sample_rate="original", subtype: str = "PCM_16
             header = reader.header
             spec = get_spec(header.model_id)
             check_header_fits(header, spec)
-            if live and not spec.causal:
-                from tokpack.codec.registry import live_refusal
+            if live:
+                from tokpack.codec.registry import check_live
 
-                raise UsageError(live_refusal(spec))
+                check_live(spec)
             if salvage and reader.lost and not reader.intact:
                 more = f" (and {len(reader.lost) - 1} more)" if len(reader.lost) > 1 else ""
                 raise FormatError(f"nothing to salvage: {reader.lost[0].describe()}{more}")

@@ -38,7 +38,7 @@ from tokpack.codec.engine import (
     write_blocks,
 )
 from tokpack.codec.liveio import PcmFormat, PipeReader
-from tokpack.codec.registry import DEFAULT_MODEL, ModelSpec, get_spec, live_refusal
+from tokpack.codec.registry import DEFAULT_MODEL, ModelSpec, check_live, get_spec
 from tokpack.codec.threads import torch_threads
 from tokpack.errors import UsageError
 from tokpack.formats import ChannelMode
@@ -52,12 +52,6 @@ def packet_frames(spec: ModelSpec, packet_ms: float = PACKET_MS) -> int:
     if not 0 < packet_ms <= 10_000:
         raise UsageError(f"packet of {packet_ms:g} ms is out of range (0, 10000]")
     return max(1, round(packet_ms * spec.frame_rate / 1000))
-
-
-def check_live(spec: ModelSpec) -> None:
-    """UsageError unless ``spec`` can run live (a causal model)."""
-    if not spec.causal:
-        raise UsageError(live_refusal(spec))
 
 
 class _Stop(Exception):

@@ -6,9 +6,10 @@ seek, so it cannot read a WAV from a pipe as it arrives; this module parses the 
 header itself and then reads whatever the pipe holds (``read1``: one system call, no
 waiting for a full buffer), so a 20 ms piece is encoded as soon as it is written.
 
-Written here: headerless little-endian 16-bit PCM, or a WAV whose header declares an
-unknown length (RIFF and data sizes ``0xFFFFFFFF``, as ffmpeg and sox write to a pipe;
-aplay, sox, ffmpeg and soundfile read it to the end of the data).
+Written (``audio.write_audio_blocks(live=True)``): headerless little-endian PCM, or a WAV
+whose header declares an unknown length (``audio.wav_header`` of ``frames`` None: RIFF and
+data sizes ``0xFFFFFFFF``, as ffmpeg and sox write to a pipe; aplay, sox, ffmpeg and
+soundfile read it to the end of the data).
 """
 
 from __future__ import annotations
@@ -171,15 +172,3 @@ class PipeReader:
             self.frames_read += block.shape[0]
             yield block
 
-
-def live_wav_header(sample_rate: int, channels: int, subtype: str) -> bytes:
-    """A WAV header for a stream of unknown length (RIFF and data sizes 0xFFFFFFFF)."""
-    from tokpack.codec.audio import wav_header
-
-    head = bytearray(wav_header(sample_rate, channels, subtype, 0))
-    head[4:8] = struct.pack("<I", 0xFFFFFFFF)
-    head[-4:] = struct.pack("<I", 0xFFFFFFFF)
-    if subtype == "FLOAT":  # the fact chunk's frame count: unknown too
-        at = head.index(b"fact") + 8
-        head[at:at + 4] = struct.pack("<I", 0xFFFFFFFF)
-    return bytes(head)

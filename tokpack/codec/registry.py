@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tokpack.errors import ModelError
+from tokpack.errors import ModelError, UsageError
 
 #: Where Meta publishes the EnCodec v0 checkpoints (torch hub layout).
 CHECKPOINT_ROOT_URL = "https://dl.fbaipublicfiles.com/encodec/v0/"
@@ -79,15 +79,17 @@ class ModelSpec:
         return max(1, int(bandwidth // per_codebook_kbps))
 
 
-def live_refusal(spec: ModelSpec) -> str:
-    """Why ``spec`` cannot run live (``--live``), in one line; for a non-causal model."""
+def check_live(spec: ModelSpec) -> None:
+    """UsageError, saying why in one line, unless ``spec`` can run live (a causal model)."""
+    if spec.causal:
+        return
     if spec.segmented:
         why = (f"it encodes {spec.segment_length / spec.sample_rate:g} s segments, each "
                "normalised as a whole")
     else:
         why = "its convolutions look ahead (it is not causal)"
-    return (f"model {spec.name} cannot run live: {why}; use a causal model "
-            f"({', '.join(n for n, m in MODELS.items() if m.causal)})")
+    raise UsageError(f"model {spec.name} cannot run live: {why}; use a causal model "
+                     f"({', '.join(n for n, m in MODELS.items() if m.causal)})")
 
 
 def format_kbps(bandwidth: float) -> str:

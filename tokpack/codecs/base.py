@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from tokpack.codec.registry import ModelSpec, live_refusal
-from tokpack.errors import UsageError
+from tokpack.codec.registry import ModelSpec, check_live
 
 if TYPE_CHECKING:
     import torch
@@ -73,8 +72,8 @@ class LoadedModel(ABC):
         return self.weights_sha256.hex()
 
     def _check_live(self, live: bool) -> None:
-        if live and not self.spec.causal:
-            raise UsageError(live_refusal(self.spec))
+        if live:
+            check_live(self.spec)
 
     @abstractmethod
     def stream_encoder(self, n_codebooks: int, *, live: bool = False) -> StreamEncoder:

@@ -271,6 +271,11 @@ class _LSTM:
         self.rate = 1
         self.width = 4 * slstm.lstm.hidden_size  # its gates
         self.first_min = 1
+        lstm = slstm.lstm  # per layer: (W_ih, W_hh, b_ih + b_hh), for :meth:`live`
+        self.cells = [(getattr(lstm, f"weight_ih_l{k}").detach(),
+                       getattr(lstm, f"weight_hh_l{k}").detach(),
+                       (getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")).detach())
+                      for k in range(lstm.num_layers)]
         self.min_len = 0
 
     def new_state(self) -> list:
@@ -301,10 +306,7 @@ class _LSTM:
             state[0] = (zeros, zeros)
         h0, c0 = state[0]
         y, hs, cs = x, [], []
-        for layer in range(lstm.num_layers):
-            w_ih = getattr(lstm, f"weight_ih_l{layer}")
-            w_hh = getattr(lstm, f"weight_hh_l{layer}")
-            bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
+        for layer, (w_ih, w_hh, bias) in enumerate(self.cells):
             gates_x = F.linear(y, w_ih, bias)
             h, c = h0[layer], c0[layer]
             out = []
