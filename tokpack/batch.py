@@ -275,9 +275,7 @@ def run_jobs(
                 results.append(work(job))
                 on_result(results[-1])
             return results
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(os.getpid(),)) as pool:
+        with _pool(n_jobs) as pool:
             futures = {pool.submit(work, job): i for i, job in enumerate(jobs)}
             results: list[JobResult | None] = [None] * len(jobs)
             try:
@@ -286,14 +284,55 @@ def run_jobs(
                     results[futures[future]] = result
                     on_result(result)
             except BaseException:
-                for future in futures:
-                    future.cancel()
-                for process in list(pool._processes.values()):
-                    process.terminate()  # SIGTERM: the workers unwind and clean up
+                _stop(pool, futures)
                 raise
             return results  # type: ignore[return-value]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def imap_ordered(work: Callable, units: Iterable, *, n_jobs: int, window: int | None = None) -> Iterator:
+    """``work(unit)`` for every unit, in worker processes, yielded in the units' order.
+
+    At most ``window`` units (default: twice ``n_jobs``) are in flight or done but not yet
+    yielded, so memory holds a few results however many units there are. Workers are as
+    :func:`run_jobs`'s: ``work`` is picklable; Ctrl-C and SIGTERM (:class:`Terminated`)
+    stop them, and they end when this process dies.
+    """
+    import collections
+
+    window = window or 2 * n_jobs
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with _pool(n_jobs) as pool:
+            pending: collections.deque = collections.deque()
+            try:
+                for unit in units:
+                    pending.append(pool.submit(work, unit))
+                    if len(pending) >= window:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            except BaseException:
+                _stop(pool, pending)
+                raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _pool(n_jobs: int) -> cf.ProcessPoolExecutor:
+    ctx = multiprocessing.get_context("spawn")
+    return cf.ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_worker_init,
+                                  initargs=(os.getpid(),))
+
+
+def _stop(pool: cf.ProcessPoolExecutor, futures: Iterable[cf.Future]) -> None:
+    """Cancel what has not started and end the workers: SIGTERM, so they unwind and
+    remove their temporaries."""
+    for future in futures:
+        future.cancel()
+    for process in list(pool._processes.values()):
+        process.terminate()
 
 
 # ---- the work done per file -------------------------------------------------------

@@ -11,6 +11,7 @@ from tokpack import __version__
 from tokpack.cli.output import EXIT_INTERRUPTED
 from tokpack.cli.bench_cmd import bench_command
 from tokpack.cli.compare_cmd import compare_command
+from tokpack.cli.dataset_cmd import dataset_app, dataset_encode_command
 from tokpack.cli.decode import decode_command
 from tokpack.cli.encode import encode_command
 from tokpack.cli.inspect_cmd import inspect_command
@@ -76,6 +77,10 @@ for name, function, short in (
     ("models", models_command, "The codec models: rates, bandwidths, weights."),
 ):
     app.command(name, cls=Command, short_help=short)(function)
+
+dataset_app.command("encode", cls=Command, short_help="Audio -> Parquet or WebDataset shards, resumable.")(
+    dataset_encode_command)
+app.add_typer(dataset_app, name="dataset", short_help="Corpora -> shards for training (local or Ray).")
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
