@@ -110,7 +110,9 @@ def encode_dataset(
                             threads=1 if threads is None else threads)
     options.check()
     if engine == "ray":
-        _check_ray()
+        _needs("ray.data", "--engine ray needs Ray Data: pip install 'tokpack[ray]'")
+    if format == sh.PARQUET:
+        _needs("pyarrow", "Parquet shards need pyarrow: pip install 'tokpack[dataset]'")
     items = plan_inputs(inputs)
     out = Path(outdir)
     try:
@@ -157,17 +159,17 @@ def encode_dataset(
 
 def _settings(options: EncodeOptions, fmt: str) -> dict:
     """What makes rows of one folder alike: a rerun must ask for the same."""
-    return {"format": fmt, "model": options.model, "bandwidth": options.bandwidth,
+    bandwidth = None if options.bandwidth is None else float(options.bandwidth)
+    return {"format": fmt, "model": options.model, "bandwidth": bandwidth,
             "weights": options.weights, "channels": options.channels, "entropy": options.coder,
             "prior": options.prior}
 
 
-def _check_ray() -> None:
-    try:
-        import ray  # noqa: F401
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise UsageError("--engine ray needs Ray Data: pip install 'tokpack[ray]'") from None
+def _needs(module: str, message: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module.partition(".")[0]) is None:
+        raise UsageError(message)
 
 
 class _locked:
@@ -356,22 +358,25 @@ def _local_rows(work: WorkOptions, items: list[Item], *, jobs: int, address) -> 
 
 def _ray_rows(work: WorkOptions, items: list[Item], *, jobs: int, address) -> Iterator[dict]:
     import logging
+    import warnings
 
     import ray
-    import ray.data
 
     from tokpack.dataset.work import ray_encoder
 
     if not items:
         return
     started = not ray.is_initialized()
+    own = started and address is None and not os.environ.get("RAY_ADDRESS")  # a local instance
     if started:
-        # Ray's chatter (start-up notes, its executor's progress) would bury ours on stderr
+        # Ray's chatter (start-up notes, its executor's progress) would bury ours on
+        # stderr; what fails reaches us as an exception
         ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
                  log_to_driver=False)
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
     try:
+        import ray.data
+
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # after its import configured it
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in input order
         ctx.enable_progress_bars = False
@@ -386,9 +391,15 @@ def _ray_rows(work: WorkOptions, items: list[Item], *, jobs: int, address) -> It
             n = max(1, int(resources.get("CPU", 1)) // work.encode.threads)
         n = min(n, -(-len(items) // work.batch))
         ds = ray.data.from_items([{"key": i.key, "source": i.source} for i in items])
-        ds = ds.map_batches(ray_encoder(work), batch_size=work.batch, batch_format="pyarrow",
-                            compute=ray.data.ActorPoolStrategy(size=n),
-                            num_cpus=work.encode.threads, num_gpus=1 if gpu else 0)
+        with warnings.catch_warnings():  # max_restarts: a "ray_remote_args", deprecated in
+            warnings.simplefilter("ignore")  # 2.60 without a named replacement (hence <2.64)
+            ds = ds.map_batches(ray_encoder(work), batch_size=work.batch, batch_format="pyarrow",
+                                compute=ray.data.ActorPoolStrategy(size=n),
+                                num_cpus=work.encode.threads, num_gpus=1 if gpu else 0,
+                                # a local instance has no nodes to lose: an actor that
+                                # dies ends the run (a rerun resumes), and Ray need not warn,
+                                # for every actor, that a restart could not find its arguments
+                                **({"max_restarts": 0} if own else {}))
         for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             yield from table.to_pylist()
     finally:

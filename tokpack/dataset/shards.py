@@ -57,7 +57,7 @@ def list_shards(outdir: Path, fmt: str) -> list[Path]:
     if not outdir.is_dir():
         return []
     return sorted(p for p in outdir.iterdir()
-                  if (m := SHARD_RE.match(p.name)) and p.suffix == SUFFIX[fmt])
+                  if SHARD_RE.match(p.name) and p.suffix == SUFFIX[fmt])
 
 
 def generation(path: Path) -> int:
