@@ -219,7 +219,7 @@ class _EncodePipeline:
         streams = to_streams(block, self.mode, self.channels)  # [S, C, n]
         outs = [enc.feed(rs.process(torch.from_numpy(x)).to(self.device))
                 for x, rs, enc in zip(streams, self.resamplers, self.encoders)]
-        return self._blocks(outs)
+        return _token_blocks(outs, self.segmented)
 
     def finish(self) -> list[TokenBlock]:
         outs = []
@@ -227,18 +227,39 @@ class _EncodePipeline:
             head = enc.feed(rs.finish().to(self.device))
             tail = enc.finish()
             outs.append(head + tail if self.segmented else np.concatenate([head, tail], axis=1))
-        return self._blocks(outs)
+        return _token_blocks(outs, self.segmented)
 
-    def _blocks(self, outs: list) -> list[TokenBlock]:
-        from tokpack.codecs.encodec.framing import TokenBlock
 
-        if self.segmented:  # one block per segment, the streams side by side
-            return [TokenBlock(np.stack([seg.codes for seg in segs]),
-                               np.array([seg.scale for seg in segs], dtype=np.float32))
-                    for segs in zip(*outs)]
-        if not outs[0].shape[1]:
-            return []
-        return [TokenBlock(np.stack(outs), None)]
+def _token_blocks(outs: list, segmented: bool) -> list[TokenBlock]:
+    """What each stream's encoder returned (codes [K, t]; a segmented model's segments)
+    -> token blocks, the streams side by side."""
+    from tokpack.codecs.encodec.framing import TokenBlock
+
+    if segmented:  # one block per segment
+        return [TokenBlock(np.stack([seg.codes for seg in segs]),
+                           np.array([seg.scale for seg in segs], dtype=np.float32))
+                for segs in zip(*outs)]
+    if not outs[0].shape[1]:
+        return []
+    return [TokenBlock(np.stack(outs), None)]
+
+
+def _array_header(audio: np.ndarray, sample_rate: int, loaded: LoadedModel,
+                  bandwidth: float | None, channels: str) -> tuple[np.ndarray, Header]:
+    """The audio as float32 [frames, channels] (ValueError for another shape) and the
+    header of its encoding."""
+    spec = loaded.spec
+    bw = spec.default_bandwidth if bandwidth is None else bandwidth
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[:, None]
+    if audio.ndim != 2 or audio.shape[1] < 1:
+        raise ValueError(f"audio must be [frames, channels], got shape {audio.shape}")
+    mode, n_streams = plan_channels(spec.channels, audio.shape[1], channels, spec.name)
+    header = build_header(spec, loaded.weights_sha256, spec.n_codebooks(bw),
+                          source_sample_rate=sample_rate, source_channels=audio.shape[1],
+                          source_frames=audio.shape[0], channel_mode=mode, n_streams=n_streams)
+    return audio, header
 
 
 def iter_encode_array(audio: np.ndarray, sample_rate: int, loaded: LoadedModel,
@@ -249,29 +270,66 @@ def iter_encode_array(audio: np.ndarray, sample_rate: int, loaded: LoadedModel,
     Runs the model as the iterator is consumed (in the caller's thread settings and
     under torch.inference_mode, which the caller provides). No model call for 0 frames.
     """
-    spec = loaded.spec
-    bw = spec.default_bandwidth if bandwidth is None else bandwidth
-    n_q = spec.n_codebooks(bw)
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 1:
-        audio = audio[:, None]
-    if audio.ndim != 2 or audio.shape[1] < 1:
-        raise ValueError(f"audio must be [frames, channels], got shape {audio.shape}")
-    mode, n_streams = plan_channels(spec.channels, audio.shape[1], channels, spec.name)
-    header = build_header(spec, loaded.weights_sha256, n_q, source_sample_rate=sample_rate,
-                          source_channels=audio.shape[1], source_frames=audio.shape[0],
-                          channel_mode=mode, n_streams=n_streams)
+    audio, header = _array_header(audio, sample_rate, loaded, bandwidth, channels)
 
     def blocks() -> Iterator[TokenBlock]:
         if audio.shape[0] == 0:
             return
-        pipe = _EncodePipeline(loaded, n_q, mode, n_streams, sample_rate)
+        pipe = _EncodePipeline(loaded, header.n_codebooks, header.channel_mode,
+                               header.n_streams, sample_rate)
         step = audio_io.READ_BLOCK_FRAMES
         for start in range(0, audio.shape[0], step):
             yield from pipe.feed(audio[start:start + step])
         yield from pipe.finish()
 
     return header, blocks()
+
+
+def encode_arrays(items: list[tuple[np.ndarray, int]], loaded: LoadedModel,
+                  bandwidth: float | None = None, *, channels: str = "auto",
+                  batch: int = 8) -> list[EncodedArray]:
+    """Encode several signals in memory, up to ``batch`` token streams per model pass.
+
+    ``items``: (float32 audio [frames] or [frames, channels], sample rate) pairs. Each
+    item's header and tokens are those iter_encode_array() gives it alone: its streams
+    (channels as ``channels`` says) are resampled whole as the stream pipeline
+    resamples them piece by piece (the same samples), then streams of similar lengths
+    go to ``loaded.encode_batch`` together, which returns what each stream's own
+    encoder would (LoadedModel.encode_batch). Every item's model-rate audio is held in
+    memory at once. Runs in the caller's thread settings and under
+    torch.inference_mode, which the caller provides. No model call for 0 frames.
+    """
+    import torch
+
+    from tokpack.codec.resampler import SincResampler
+
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    spec = loaded.spec
+    n_q = spec.n_codebooks(spec.default_bandwidth if bandwidth is None else bandwidth)
+    headers, streams, owners = [], [], []  # owners[j]: the item stream j belongs to
+    for index, (audio, rate) in enumerate(items):
+        audio, header = _array_header(audio, rate, loaded, bandwidth, channels)
+        headers.append(header)
+        if not audio.shape[0]:
+            continue
+        for x in to_streams(audio, header.channel_mode, spec.channels):
+            rs = SincResampler(rate, spec.sample_rate, spec.channels)
+            streams.append(torch.cat([rs.process(torch.from_numpy(x)), rs.finish()],
+                                     dim=-1).to(loaded.device))
+            owners.append(index)
+    # neighbours in length share the longest prefix (what a batched pass runs together)
+    order = sorted(range(len(streams)), key=lambda j: streams[j].shape[-1])
+    encoded: list = [None] * len(streams)
+    for start in range(0, len(order), batch):
+        group = order[start:start + batch]
+        for j, out in zip(group, loaded.encode_batch([streams[j] for j in group], n_q)):
+            encoded[j] = out
+    outs: list[list] = [[] for _ in headers]  # per item, its streams' encodings in order
+    for j, owner in enumerate(owners):
+        outs[owner].append(encoded[j])
+    return [EncodedArray(header, _token_blocks(out, spec.segmented) if out else [])
+            for header, out in zip(headers, outs)]
 
 
 def encode_array(audio: np.ndarray, sample_rate: int, model: ModelArg = DEFAULT_MODEL,

@@ -85,6 +85,23 @@ class LoadedModel(ABC):
         """A fresh decoder stream (on ``device``); ``live`` (causal models only): each
         frame's audio as soon as its codes are in."""
 
+    def encode_batch(self, signals: list[torch.Tensor], n_codebooks: int) -> list:
+        """Encode several signals, float32 [channels, n] at the model rate (any n >= 0,
+        each its own length), on ``device``.
+
+        Returns, per signal in order, exactly what a fresh ``stream_encoder(n_codebooks)``
+        fed that signal and finished returns, concatenated: an unsegmented model's codes
+        [codebooks, frames], a segmented model's list of segments. A family may run the
+        signals together (fewer, larger calls: faster on a GPU) where that keeps this
+        promise; this default encodes them one after another, which keeps it by
+        definition."""
+        out = []
+        for x in signals:
+            enc = self.stream_encoder(n_codebooks)
+            head, tail = enc.feed(x), enc.finish()
+            out.append(head + tail if self.spec.segmented else np.concatenate([head, tail], axis=1))
+        return out
+
     @abstractmethod
     def codebooks(self, n_codebooks: int) -> list[np.ndarray]:
         """The first ``n_codebooks`` codebooks as float arrays [codebook_size, dim], the

@@ -35,6 +35,17 @@ class EncodecLoaded(LoadedModel):
             return SegmentDecoder(self.model, self.spec.segment_stride)
         return CausalDecoder(self.model, device=self.device, live=live)
 
+    def encode_batch(self, signals, n_codebooks: int) -> list:
+        """The causal model: the signals in one batched net (streaming.encode_batch). The
+        segmented model: one after another, as its segments are already encoded in
+        batches within a signal, and mixing signals' segments would change those
+        batches' sizes, which the promise does not allow for."""
+        if self.spec.segmented:
+            return super().encode_batch(signals, n_codebooks)
+        from tokpack.codecs.encodec.streaming import encode_batch
+
+        return encode_batch(self.model, signals, n_codebooks)
+
     def codebooks(self, n_codebooks: int) -> list[np.ndarray]:
         return [layer._codebook.embed.detach().cpu().double().numpy()
                 for layer in self.model.quantizer.vq.layers[:n_codebooks]]

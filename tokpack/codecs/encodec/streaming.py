@@ -31,6 +31,9 @@ pieces of at least ``reserve`` samples (frames). A signal shorter than
 :func:`one_call_samples` runs in a single call per layer, which *is* the one-pass
 computation.
 
+Several signals at once (:func:`encode_batch`): one net, the signals in its batch while
+they last, each signal's codes those of its own stream (measured, see there).
+
 The streamed decoder is exact against one pass of itself. Its transposed convolutions
 are computed as ordinary 2-tap convolutions (see :class:`_ConvTr`), which is faster
 than torch's transposed-convolution path but sums in another order: its audio differs
@@ -80,7 +83,9 @@ def _weight(conv: torch.nn.Module) -> torch.Tensor:
 #
 # A layer is called as layer(state, x, final) -> y on consecutive pieces of its input
 # [B, C, n]. `min_len` is the input length a call needs to stay on oneDNN's side of
-# torch's size rule (0: no rule); `stride` the input samples per output sample.
+# torch's size rule (0: no rule); `stride` the input samples per output sample. An
+# encoder layer's `select(state, rows)` is its state for rows `rows` (a slice) of the
+# batch alone: every state is per row, so those rows then go on as if streamed apart.
 
 
 class _Conv:
@@ -110,6 +115,9 @@ class _Conv:
 
     def new_state(self) -> list:
         return [None, 0]  # [kept input, total input length]
+
+    def select(self, state: list, rows: slice) -> list:
+        return [None if state[0] is None else state[0][rows], state[1]]
 
     def extra(self, total: int) -> int:
         """EnCodec's get_extra_padding_for_conv1d for a layer input of ``total`` samples."""
@@ -281,9 +289,23 @@ class _LSTM:
     def new_state(self) -> list:
         return [None]
 
+    def select(self, state: list, rows: slice) -> list:
+        # (h, c) are [layers, B, hidden]: contiguous again, as a batch-1 run's are
+        return [None if state[0] is None else tuple(t[:, rows].contiguous() for t in state[0])]
+
     def __call__(self, state: list, x: torch.Tensor, final: bool) -> torch.Tensor:
+        import torch
+
         if x.shape[-1] == 0:
             return x
+        if x.shape[0] > 1:
+            # a batch row by row: oneDNN's recurrent step multiplies h by a matrix as a
+            # vector for one signal and as a matrix for several, and those round
+            # differently (~1e-7 from the second frame on); one signal's call is exact
+            rows = [self.select(state, slice(b, b + 1)) for b in range(x.shape[0])]
+            y = torch.cat([self(row, x[b:b + 1], final) for b, row in enumerate(rows)])
+            state[0] = tuple(torch.cat(parts, dim=1) for parts in zip(*(row[0] for row in rows)))
+            return y
         x = x.permute(2, 0, 1)
         y, state[0] = self.lstm(x, state[0])
         if self.skip:
@@ -337,6 +359,9 @@ class _Act:
     def new_state(self) -> list:
         return []
 
+    def select(self, state: list, rows: slice) -> list:
+        return []
+
     def __call__(self, state: list, x: torch.Tensor, final: bool) -> torch.Tensor:
         import torch.nn.functional as F
 
@@ -365,6 +390,10 @@ class _ResBlock:
     def new_state(self) -> list:
         return [[layer.new_state() for layer in self.layers],
                 None if self.shortcut is None else self.shortcut.new_state()]
+
+    def select(self, state: list, rows: slice) -> list:
+        return [[layer.select(st, rows) for layer, st in zip(self.layers, state[0])],
+                None if self.shortcut is None else self.shortcut.select(state[1], rows)]
 
     def __call__(self, state: list, x: torch.Tensor, final: bool) -> torch.Tensor:
         y = x
@@ -444,6 +473,12 @@ class _Stage:
     def new_state(self) -> list:
         return [_Pieces(), self.layer.new_state(), False, False]  # [input, layer state, started, called]
 
+    def select(self, state: list, rows: slice) -> list:
+        pending = _Pieces()
+        pending.parts = [part[rows] for part in state[0].parts]
+        pending.n = state[0].n
+        return [pending, self.layer.select(state[1], rows), state[2], state[3]]
+
     def run(self, state: list, x, final: bool):
         """Yields (output, is_final) for every call ``x`` (and ``final``) makes possible."""
         pending, layer_state = state[0], state[1]
@@ -489,6 +524,15 @@ class StreamedNet:
             self.stages.append(_Stage(layer, target, period, live))
             period /= layer.rate
         self.state = [stage.new_state() for stage in self.stages]
+
+    def select(self, rows: slice) -> StreamedNet:
+        """An encoder net over rows ``rows`` of this one's batch, in their state here: it
+        continues those signals as if each had been streamed alone from the start (a
+        stage's pending input, and so the calls to come, do not depend on the batch)."""
+        net = StreamedNet.__new__(StreamedNet)
+        net.stages = self.stages
+        net.state = [stage.select(st, rows) for stage, st in zip(self.stages, self.state)]
+        return net
 
     def step(self, x: torch.Tensor, final: bool) -> list:
         """Feed ``x`` [B, C, n] (``final``: nothing follows); the net's outputs now ready."""
@@ -588,12 +632,70 @@ class CausalEncoder:
                                                      device=_device(self.model)), final=True))
 
     def _codes(self, embs: list) -> np.ndarray:
-        codes = [_quantizer(self.model).encode(e, self.n_q) for e in embs]
-        if not codes:
-            return np.zeros((self.n_q, 0), np.uint16)
-        import torch
+        return _joined([_quantizer(self.model).encode(e, self.n_q) for e in embs], self.n_q)
 
-        return torch.cat(codes, dim=-1).cpu().numpy().astype(np.uint16)
+
+def _joined(codes: list, n_q: int) -> np.ndarray:
+    """Code pieces [n_q, t] -> one uint16 array [n_q, frames]."""
+    if not codes:
+        return np.zeros((n_q, 0), np.uint16)
+    import torch
+
+    return torch.cat(codes, dim=-1).cpu().numpy().astype(np.uint16)
+
+
+#: signals per batched net: from 16 rows on, torch sends a 1x1 convolution on one
+#: thread to oneDNN, where a batch of 1 gets torch's own kernel (its dispatch rule,
+#: module doc), and the two may round differently
+MAX_BATCH_ROWS = 15
+#: samples of each signal fed to a batched net per step (its stages cut their own pieces)
+_FEED = 1 << 16
+
+
+def encode_batch(model: EncodecModel, signals: list, n_q: int) -> list[np.ndarray]:
+    """Signals [C, n] -> their codes [n_q, frames], each what a :class:`CausalEncoder`
+    fed it alone and finished gives, the signals run together through one net.
+
+    A causal net's calls on a signal's prefix do not depend on what follows, so the
+    signals, shortest first, run as one batch over the prefix they all have; when the
+    shortest ends, its rows of every layer's state (:meth:`StreamedNet.select`) finish
+    alone, and the others go on together. Each row's calls are its batch-1 calls but
+    for the batch dimension: the same pieces (a stage's buffer sets them, not the
+    batch), on the same side of torch's dispatch rule (a batched convolution goes to
+    oneDNN as a batch-1 piece does, a 1x1 one on one thread to torch's kernel while the
+    batch has fewer than 16 rows: :data:`MAX_BATCH_ROWS`; the last call, maybe small,
+    is made alone). The LSTMs and the quantizer run row by row. That oneDNN's batched
+    convolutions round each row as its batch-1 ones do is measured, not guaranteed:
+    identical codes and embeddings on AVX2 at 1 and 2 threads (tests/test_stream_batch.py
+    compares the codes); a GPU's convolution algorithms, picked by shape, were not measured.
+    """
+    import torch
+
+    quantizer = _quantizer(model)
+    codes: list[list] = [[] for _ in signals]
+    empty = torch.zeros(1, model.channels, 0, device=_device(model))
+
+    def collect(embs: list, rows: list) -> None:  # net outputs [B, D, t] -> row i's codes
+        for e in embs:
+            for b, i in enumerate(rows):
+                codes[i].append(quantizer.encode(e[b:b + 1], n_q))
+
+    order = sorted(range(len(signals)), key=lambda i: signals[i].shape[-1])
+    for start in range(0, len(order), MAX_BATCH_ROWS):
+        rows = order[start:start + MAX_BATCH_ROWS]  # row b of the net is signal rows[b]
+        net = StreamedNet(_plan(model, "encoder"))
+        done = 0  # samples of each signal in the net fed so far
+        while rows:
+            end = signals[rows[0]].shape[-1]
+            for a in range(done, end, _FEED):
+                x = torch.stack([signals[i][:, a:min(a + _FEED, end)] for i in rows])
+                collect(net.step(x, final=False), rows)
+            done = end
+            while rows and signals[rows[0]].shape[-1] == done:  # ends here: finish alone
+                alone, net = net.select(slice(0, 1)), net.select(slice(1, None))
+                collect(alone.step(empty, final=True), rows[:1])
+                rows = rows[1:]
+    return [_joined(c, n_q) for c in codes]
 
 
 class CausalDecoder:
