@@ -393,3 +393,16 @@ def test_ray_and_local_give_the_same_keys_statuses_and_tokens(ray_webdataset, lo
     encode_dataset([str(corpus_tree)], local_wds, model="test_24khz", jobs=1, shard_rows=4, format="webdataset")
     assert [p.read_bytes() for p in sh.list_shards(local_wds, sh.WEBDATASET)] == \
         [p.read_bytes() for p in sh.list_shards(out, sh.WEBDATASET)]
+
+
+# ---- batching -------------------------------------------------------------------------------
+
+
+def test_batched_inputs_give_the_same_shards(local_parquet, corpus_tree, tmp_path):
+    """--batch 4: inputs read whole and encoded four per forward pass (codec.engine
+    .encode_arrays), the containers byte for byte those of one input at a time."""
+    out = tmp_path / "ds"
+    result = encode_dataset([str(corpus_tree)], out, model="test_24khz", jobs=1, shard_rows=4, batch=4)
+    assert (result.ok, result.failed) == (7, 4)
+    assert [p.read_bytes() for p in sh.list_shards(out, sh.PARQUET)] == \
+        [p.read_bytes() for p in sh.list_shards(local_parquet[0], sh.PARQUET)]
