@@ -406,3 +406,15 @@ def test_batched_inputs_give_the_same_shards(local_parquet, corpus_tree, tmp_pat
     assert (result.ok, result.failed) == (7, 4)
     assert [p.read_bytes() for p in sh.list_shards(out, sh.PARQUET)] == \
         [p.read_bytes() for p in sh.list_shards(local_parquet[0], sh.PARQUET)]
+
+
+def test_a_model_that_cannot_load_is_said_once(tmp_path, signals):
+    for name in ("a.wav", "b.wav"):
+        signals.write(tmp_path / name, signals.sine(2400), 24_000)
+    (tmp_path / "bad.th").write_bytes(b"not a checkpoint")
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(app, ["dataset", "encode", str(tmp_path / "a.wav"), str(tmp_path / "b.wav"),
+                                      "-o", str(out), "-m", "test_24khz", "-j", "1", "--weights", str(tmp_path / "bad.th")])
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"tokpack: {tmp_path / 'bad.th'}: ")
+    assert not sh.list_shards(out, sh.PARQUET)

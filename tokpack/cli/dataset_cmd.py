@@ -111,22 +111,23 @@ def dataset_encode_command(
 
     def run():
         with bar:
-            return encode_dataset(
-                inputs, output_dir, model=model, bandwidth=bandwidth,
-                weights=None if weights is None else str(weights), channels=channels.value,
-                coder=entropy.value, prior=prior, device=device.value, threads=threads,
-                format=shard_format.value, engine=engine.value, address=address, jobs=jobs,
-                batch=batch, shard_rows=shard_size, shard_bytes=size, on_row=on_row,
-                on_start=bar.start,
-            )
+            try:
+                return encode_dataset(
+                    inputs, output_dir, model=model, bandwidth=bandwidth,
+                    weights=None if weights is None else str(weights), channels=channels.value,
+                    coder=entropy.value, prior=prior, device=device.value, threads=threads,
+                    format=shard_format.value, engine=engine.value, address=address, jobs=jobs,
+                    batch=batch, shard_rows=shard_size, shard_bytes=size, on_row=on_row,
+                    on_start=bar.start,
+                )
+            except Fatal as exc:  # e.g. the model cannot be loaded: said once
+                say.error(exc.path, exc.message)
+                raise typer.Exit(EXIT_FAILED) from None
 
     try:
         result = say.run(output_dir, lambda: checked(run))
     except Terminated as exc:
         raise interrupted(exc) from None
-    except Fatal as exc:
-        say.error(exc.path, exc.message)
-        raise typer.Exit(EXIT_FAILED) from None
     if json_output:
         sys.stdout.write(json.dumps(result.to_json()) + "\n")
     rate = result.audio_seconds / result.seconds if result.seconds else 0.0

@@ -19,7 +19,7 @@ import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tokpack import __version__
@@ -108,7 +108,15 @@ def encode_dataset(
     options = EncodeOptions(model=model, bandwidth=bandwidth, weights=weights, channels=channels,
                             coder=coder, prior=prior, device=device,
                             threads=1 if threads is None else threads)
-    options.check()
+    # a Ray cluster's workers may have the GPUs this process lacks: checked against it
+    if engine == "ray":
+        replace(options, device="cpu").check()
+    else:
+        options.check()
+    if engine == "local" and device == "auto":
+        from tokpack.codec.weights import resolve_device
+
+        options = replace(options, device=resolve_device(device))
     if engine == "ray":
         _needs("ray.data", "--engine ray needs Ray Data: pip install 'tokpack[ray]'")
     if format == sh.PARQUET:
@@ -381,8 +389,14 @@ def _ray_rows(work: WorkOptions, items: list[Item], *, jobs: int, address) -> It
         ctx.execution_options.preserve_order = True  # rows come back in input order
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        gpu = work.encode.device != "cpu"
         resources = ray.cluster_resources()
+        device = work.encode.device
+        if device == "auto":
+            device = "cuda" if resources.get("GPU") else "cpu"
+            work = replace(work, encode=replace(work.encode, device=device))
+        gpu = device != "cpu"
+        if gpu and not resources.get("GPU"):
+            raise UsageError(f"--device {device}: the Ray cluster has no GPU")
         if jobs:
             n = jobs
         elif gpu:
