@@ -418,3 +418,12 @@ def test_a_model_that_cannot_load_is_said_once(tmp_path, signals):
     assert result.exit_code == 1
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(f"tokpack: {tmp_path / 'bad.th'}: ")
     assert not sh.list_shards(out, sh.PARQUET)
+
+
+def test_progress_bar_when_asked(corpus_tree, tmp_path):
+    out = tmp_path / "ds"
+    result = CliRunner().invoke(app, ["dataset", "encode", str(corpus_tree / "edge"), "-o", str(out),
+                                      "-m", "test_24khz", "-j", "1", "--progress"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith(f"tokpack: {out}: 4 ok, 0 failed")
+    assert "h of audio" in result.stderr  # the bar's own columns were drawn
