@@ -398,9 +398,14 @@ def test_ray_and_local_give_the_same_keys_statuses_and_tokens(ray_webdataset, lo
 # ---- batching -------------------------------------------------------------------------------
 
 
-def test_batched_inputs_give_the_same_shards(local_parquet, corpus_tree, tmp_path):
+@pytest.mark.parametrize("longest", [60.0, 1.0])
+def test_batched_inputs_give_the_same_shards(longest, local_parquet, corpus_tree, tmp_path, monkeypatch):
     """--batch 4: inputs read whole and encoded four per forward pass (codec.engine
-    .encode_arrays), the containers byte for byte those of one input at a time."""
+    .encode_arrays), the containers byte for byte those of one input at a time; inputs
+    longer than BATCH_MAX_SECONDS (here 1 s: the 3 s ones) streamed alone among them."""
+    from tokpack.dataset import work
+
+    monkeypatch.setattr(work, "BATCH_MAX_SECONDS", longest)
     out = tmp_path / "ds"
     result = encode_dataset([str(corpus_tree)], out, model="test_24khz", jobs=1, shard_rows=4, batch=4)
     assert (result.ok, result.failed) == (7, 4)

@@ -15,6 +15,7 @@ so that every key is in one row. One run at a time may write a folder (a lock fi
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -91,8 +92,9 @@ def encode_dataset(
     cluster's CPUs allow at ``threads`` each, or its GPUs). ``threads``: torch threads per
     worker (default 1; containers are byte-identical only at the same count). ``batch``:
     inputs per forward pass (for GPUs). ``on_row(row)`` sees each row as it is written,
-    in input order; ``on_start(n)`` is told how many inputs this run encodes. UsageError for options that cannot work (before any input is read),
-    :class:`~tokpack.batch.Fatal` when the model cannot be loaded.
+    in input order; ``on_start(n)`` is told how many inputs this run encodes. UsageError
+    for options that cannot work (before any input is read), :class:`~tokpack.batch.Fatal`
+    when the model cannot be loaded.
     """
     import time
 
@@ -142,19 +144,20 @@ def encode_dataset(
             on_start(len(todo))
         work = WorkOptions(options, batch)
         rows = (_ray_rows if engine == "ray" else _local_rows)(work, todo, jobs=jobs, address=address)
-        for row in rows:
-            if row["status"] == "fatal":
-                raise Fatal(row["error"], row["source"])
-            sink.add(row)
-            if row["status"] == "ok":
-                result.ok += 1
-                result.audio_seconds += row["duration_s"]
-                result.bytes += row["bytes"]
-            else:
-                result.failed += 1
-                result.failures.append({k: row[k] for k in ("key", "source", "error")})
-            if on_row is not None:
-                on_row(row)
+        with contextlib.closing(rows):  # however this ends, the workers or Ray stop now
+            for row in rows:
+                if row["status"] == "fatal":
+                    raise Fatal(row["error"], row["source"])
+                sink.add(row)
+                if row["status"] == "ok":
+                    result.ok += 1
+                    result.audio_seconds += row["duration_s"]
+                    result.bytes += row["bytes"]
+                else:
+                    result.failed += 1
+                    result.failures.append({k: row[k] for k in ("key", "source", "error")})
+                if on_row is not None:
+                    on_row(row)
         sink.close()
         state.drop_superseded()
         state.write_manifest()

@@ -65,13 +65,13 @@ def _encode_batched(options: WorkOptions, items: list[tuple[str, str]]) -> list[
     rows: dict[int, dict] = {}
     audio: dict[int, tuple] = {}
     for i, (key, source) in enumerate(items):
-        def read(source=source) -> JobResult:
+        def read(i=i, source=source) -> JobResult:
             samples, info = read_audio(Path(source))
             audio[i] = (samples, info.sample_rate)
             return JobResult(source, None, "ok")
 
-        info = _duration(source)
-        if info is not None and info > BATCH_MAX_SECONDS:
+        seconds = _duration(source)
+        if seconds is not None and seconds > BATCH_MAX_SECONDS:
             rows[i] = encode_one(opts, key, source)
             continue
         result = _guarded(Job(source, None), False, read)
