@@ -159,7 +159,7 @@ def build_test_model() -> MimiModel:
     codebooks; the codes were the same at 1 and 2 threads."""
     with torch_threads(1), torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(TEST_SEED)
-        model = build_model(official_config())
+        model = _seeded_model(official_config())
         _fit_codebooks(model, _training_latents(model))
         # the random decoder's output peaks near 33 on speech; a power of two (exact,
         # the same on every CPU) brings speech to about -26 dBFS rms, as DAC's test model
@@ -167,6 +167,23 @@ def build_test_model() -> MimiModel:
         last.weight.mul_(OUTPUT_GAIN)
         last.bias.mul_(OUTPUT_GAIN)
     return model
+
+
+def _seeded_model(config: MimiConfig) -> MimiModel:
+    """``build_model`` with transformers' random init drawn in float64, then rounded to
+    float32. Its convolutions' ``kaiming_normal_`` and its linear layers' ``normal_`` on
+    float32 tensors take torch's vectorised Box-Muller, whose bits depend on the CPU
+    kernels torch picks (AVX-512, AVX2, none): recipe 2 built other weights on an AVX2
+    CPU than on the AVX-512 one that recorded the reference. On float64 tensors torch
+    draws normals one at a time, the same on every kernel set (measured: the same
+    weights with ATEN_CPU_CAPABILITY=default and avx2)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = MimiModel(config)
+    finally:
+        torch.set_default_dtype(before)
+    return model.float().eval()
 
 
 def _training_latents(model: MimiModel) -> torch.Tensor:
