@@ -359,6 +359,13 @@ def test_cli_usage_errors(args, message, tmp_path, signals):
     assert len(result.stderr.splitlines()) == 1
 
 
+def test_shard_bytes_sizes():
+    from tokpack.cli.dataset_cmd import parse_size
+
+    assert [parse_size(t) for t in ("1", "1K", "256M", "1.5G", "2MiB", "3kb")] == [
+        1, 1024, 256 << 20, 3 << 29, 2 << 20, 3 << 10]
+
+
 def test_shard_bytes_bound(corpus_tree, tmp_path):
     out = tmp_path / "ds"
     encode_dataset([str(corpus_tree / "edge")], out, model="test_24khz", jobs=1, shard_bytes=1)

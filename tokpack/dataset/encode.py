@@ -344,9 +344,9 @@ class _Sink:
 # ---- engines ------------------------------------------------------------------------
 
 
-def _groups(items: list[Item], size: int) -> Iterator[tuple[int, list[tuple[str, str]]]]:
-    for n, start in enumerate(range(0, len(items), size)):
-        yield n, [(i.key, i.source) for i in items[start:start + size]]
+def _groups(items: list[Item], size: int) -> Iterator[list[tuple[str, str]]]:
+    for start in range(0, len(items), size):
+        yield [(i.key, i.source) for i in items[start:start + size]]
 
 
 def _local_rows(work: WorkOptions, items: list[Item], *, jobs: int, address) -> Iterator[dict]:
@@ -362,8 +362,10 @@ def _local_rows(work: WorkOptions, items: list[Item], *, jobs: int, address) -> 
     if n == 1:
         results = map(fn, _groups(items, work.batch))
     else:
-        results = imap_ordered(fn, _groups(items, work.batch), n_jobs=n)
-    for _, rows in results:
+        # rows come back in order: a wide window keeps the workers busy past a long input
+        # (the rows it holds are containers, small)
+        results = imap_ordered(fn, _groups(items, work.batch), n_jobs=n, window=max(32, 4 * n))
+    for rows in results:
         yield from rows
 
 

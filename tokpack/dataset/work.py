@@ -21,15 +21,14 @@ class WorkOptions:
     batch: int = 1  # inputs per forward pass
 
 
-def encode_group(options: WorkOptions, unit: tuple[int, list[tuple[str, str]]]) -> tuple[int, list[dict]]:
-    """(index, [(key, source), ...]) -> (index, rows in the same order).
+def encode_group(options: WorkOptions, items: list[tuple[str, str]]) -> list[dict]:
+    """[(key, source), ...] -> their rows, in the same order.
 
     A failing input is a ``failed`` row; only what fails every input alike (the model
     cannot be loaded) raises, as :class:`~tokpack.batch.Fatal`."""
-    index, items = unit
     if options.batch > 1 and len(items) > 1:
-        return index, _encode_batched(options, items)
-    return index, [encode_one(options.encode, key, source) for key, source in items]
+        return _encode_batched(options, items)
+    return [encode_one(options.encode, key, source) for key, source in items]
 
 
 def encode_one(options: EncodeOptions, key: str, source: str) -> dict:
@@ -155,7 +154,7 @@ class RayEncoder:
             rows = [dict(failed_row(k, s, self.fatal.message), status="fatal", source=self.fatal.path or s)
                     for k, s in items]
         else:
-            rows = encode_group(self.options, (0, items))[1]
+            rows = encode_group(self.options, items)
         return pa.Table.from_pylist(rows, schema=arrow_schema())
 
 
