@@ -162,7 +162,7 @@ def encode_dataset(
         state.drop_superseded()
         state.write_manifest()
     result.shards_written = sink.written
-    result.total_ok = sum(1 for s in state.status.values() if s == "ok")
+    result.total_ok = state.ok
     result.total_failed = len(state.failures)
     result.seconds = time.perf_counter() - t0
     return result
@@ -210,9 +210,10 @@ class _State:
     def __init__(self, out: Path, fmt: str, settings: dict) -> None:
         self.out, self.fmt, self.settings = out, fmt, settings
         self.status: dict[str, str] = {}
+        self.ok = 0  # keys whose status is ok
         self.where: dict[str, list[sh.Entry]] = {}
         self.failures: dict[str, dict] = {}  # key -> {key, source, error}
-        self.shards: list[Path] = []
+        self.shards: set[Path] = set()
 
     @classmethod
     def read(cls, out: Path, fmt: str, settings: dict) -> _State:
@@ -241,10 +242,10 @@ class _State:
     def _add(self, entries: list[sh.Entry]) -> None:
         for entry in entries:
             self.where.setdefault(entry.key, []).append(entry)
-            if entry.shard not in self.shards:
-                self.shards.append(entry.shard)
+            self.shards.add(entry.shard)
             if self.status.get(entry.key) != "ok":
                 self.status[entry.key] = entry.status
+                self.ok += entry.status == "ok"
             if entry.status == "ok":
                 self.failures.pop(entry.key, None)
 
@@ -271,41 +272,21 @@ class _State:
                     drop.setdefault(e.shard, set()).add(key)
             self.where[key] = [keep]
         for path, keys in drop.items():
-            _rewrite_without(path, keys)
+            sh.rewrite_without(path, keys)
             if not path.exists():
-                self.shards.remove(path)
+                self.shards.discard(path)
 
     def write_manifest(self) -> None:
-        ok = sum(1 for s in self.status.values() if s == "ok")
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "tokpack_version": __version__,
             "settings": self.settings,
-            "counts": {"ok": ok, "failed": len(self.failures), "shards": len(self.shards)},
+            "counts": {"ok": self.ok, "failed": len(self.failures), "shards": len(self.shards)},
             "shards": [p.name for p in sorted(self.shards)],
             "failures": sorted(self.failures.values(), key=lambda f: f["key"]),
         }
         with atomic_write(self.out / sh.MANIFEST) as f:
             f.write((json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
-
-
-def _rewrite_without(path: Path, keys: set[str]) -> None:
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    kept = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=_array(keys))))
-    if kept.num_rows == 0:
-        path.unlink()
-        return
-    with atomic_write(path) as f:
-        pq.write_table(kept, f, compression={c: ("none" if c == "tpk" else "zstd") for c in sh.COLUMNS})
-
-
-def _array(keys: set[str]):
-    import pyarrow as pa
-
-    return pa.array(sorted(keys), pa.string())
 
 
 class _Sink:

@@ -105,12 +105,8 @@ def write_shard(path: Path, fmt: str, rows: list[dict], wds_keys: dict[str, str]
     with atomic_write(path, overwrite=False) as f:
         if fmt == PARQUET:
             import pyarrow as pa
-            import pyarrow.parquet as pq
 
-            table = pa.Table.from_pylist(rows, schema=arrow_schema())
-            # tpk bytes are entropy-coded already: compressing them again buys nothing
-            pq.write_table(table, f, compression={c: ("none" if c == "tpk" else "zstd")
-                                                  for c in COLUMNS})
+            _write_parquet(pa.Table.from_pylist(rows, schema=arrow_schema()), f)
         else:
             with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
                 for row in rows:
@@ -122,6 +118,30 @@ def write_shard(path: Path, fmt: str, rows: list[dict], wds_keys: dict[str, str]
                     _add(tar, f"{name}.json", json.dumps(meta, sort_keys=True).encode())
         f.flush()
         return f.tell()
+
+
+def _write_parquet(table, f) -> None:
+    import pyarrow.parquet as pq
+
+    # tpk bytes are entropy-coded already: compressing them again buys nothing
+    pq.write_table(table, f, compression={c: ("none" if c == "tpk" else "zstd") for c in COLUMNS})
+
+
+def rewrite_without(path: Path, keys: set[str]) -> None:
+    """Parquet shard ``path`` without the rows of ``keys``, in place (atomically), or
+    removed if nothing else is in it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    drop = pa.array(sorted(keys), pa.string())
+    kept = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=drop)))
+    if kept.num_rows == 0:
+        path.unlink()
+        return
+    with atomic_write(path) as f:
+        _write_parquet(kept, f)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

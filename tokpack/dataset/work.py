@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokpack.batch import EncodeOptions, Fatal, Job, JobResult, _guarded, _loaded_model, _opens
+from tokpack.formats import read_header
 
 #: inputs longer than this are encoded alone, streamed, whatever --batch says: a batch
 #: holds its inputs' audio in memory whole
@@ -43,12 +44,15 @@ def encode_one(options: EncodeOptions, key: str, source: str) -> dict:
         r = encode(src, buffer, model=model, bandwidth=options.bandwidth,
                    weights=options.weights, device=options.device, threads=options.threads,
                    channels=options.channels, coder=options.coder, prior=options.prior)
-        return JobResult(source, None, "ok", duration_s=r.duration_s, bytes_out=r.bytes_out)
+        lengths.append((r.token_frames, r.source_frames))
+        return JobResult(source, None, "ok")
 
+    lengths: list[tuple[int, int]] = []  # token frames, source frames
     result = _guarded(Job(source, None), False, run)
     if result.status != "ok":
         return failed_row(key, source, result.error)
-    return ok_row(key, source, buffer.getvalue())
+    data = buffer.getvalue()
+    return ok_row(key, source, data, read_header(io.BytesIO(data)), *lengths[0])
 
 
 def _encode_batched(options: WorkOptions, items: list[tuple[str, str]]) -> list[dict]:
@@ -84,13 +88,16 @@ def _encode_batched(options: WorkOptions, items: list[tuple[str, str]]) -> list[
                                     channels=opts.channels, batch=options.batch)
         for i, enc in zip(order, encoded):
             key, source = items[i]
-            try:
-                rows[i] = ok_row(key, source, enc.to_bytes(coder=opts.coder, prior=opts.prior))
-            except Exception as exc:  # noqa: BLE001 - as _guarded: the row fails, not the run
-                from tokpack.errors import TokpackError, internal_error
 
-                message = exc.message if isinstance(exc, TokpackError) else internal_error(exc)
-                rows[i] = failed_row(key, source, message)
+            def pack(i=i, key=key, source=source, enc=enc) -> JobResult:
+                data = enc.to_bytes(coder=opts.coder, prior=opts.prior)
+                rows[i] = ok_row(key, source, data, enc.header, enc.tokens.shape[2],
+                                 enc.header.source_frames)
+                return JobResult(source, None, "ok")
+
+            result = _guarded(Job(source, None), False, pack)
+            if result.status != "ok":
+                rows[i] = failed_row(key, source, result.error)
     return [rows[i] for i in range(len(items))]
 
 
@@ -103,18 +110,15 @@ def _duration(source: str) -> float | None:
         return None  # fails as such when read
 
 
-def ok_row(key: str, source: str, data: bytes) -> dict:
-    """The row of a container: what it holds, from its header and END."""
-    from tokpack.formats import read_container
-
-    c = read_container(io.BytesIO(data))  # verified: every CRC, the digest
-    h = c.header
+def ok_row(key: str, source: str, data: bytes, h, n_frames: int, source_frames: int) -> dict:
+    """The row of container ``data``: what it holds, from its header ``h`` and the
+    lengths the encoder reported (token frames, source frames); decoding the container
+    again to count them would cost more than the model does on a GPU."""
     return {
         "key": key, "source": source, "status": "ok", "error": None, "tpk": data,
         "model": h.model_id, "n_codebooks": h.n_codebooks, "n_streams": h.n_streams,
         "codebook_size": h.codebook_size, "frame_rate": h.model_sample_rate / h.hop_length,
-        "n_frames": int(c.tokens.shape[2]),
-        "duration_s": c.trailer.source_frames / h.source_sample_rate,
+        "n_frames": int(n_frames), "duration_s": source_frames / h.source_sample_rate,
         "sample_rate": h.source_sample_rate, "channels": h.source_channels, "bytes": len(data),
     }
 
@@ -156,7 +160,6 @@ class RayEncoder:
         else:
             rows = encode_group(self.options, items)
         return pa.Table.from_pylist(rows, schema=arrow_schema())
-
 
 
 def ray_encoder(options: WorkOptions) -> type:
