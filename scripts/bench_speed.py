@@ -3,6 +3,22 @@
     python scripts/bench_speed.py                  # 60 s clips, 24 kHz and 48 kHz, 6 kbps
     python scripts/bench_speed.py --repeats 5 --threads 1
     python scripts/bench_speed.py --profile        # + torch profiler tables (30 s clips)
+    python scripts/bench_speed.py --whole-process  # commands as a user times them
+    python scripts/bench_speed.py --startup        # what a command costs before any audio
+
+``--whole-process`` times ``tokpack encode``/``tokpack decode`` against EnCodec's own
+command-line script (``python -m encodec``: ``compress``/``decompress`` with its file
+handling), each a separate process, alternating, medians of ``--repeats`` after a
+warm-up, on 0.1 s, 60 s and 5 min clips (``--clips``), 24 kHz mono speech and 48 kHz
+stereo music (WAV, PCM_16, at the model's rate: no resampling on either side). Both load
+the same weights file (a test model's, from tokpack's cache) and run the same threads
+(``--threads``, default: the core count). EnCodec's script runs unchanged except where this
+machine cannot run it: it builds its model from the weights file instead of downloading
+the official one, and reads and writes WAV with soundfile (torchaudio's need torchcodec).
+
+``--startup`` times each stage of a command's start in fresh processes: the interpreter,
+imports (numpy, torch, encodec), ``tokpack --help``/``inspect``/``models``, loading a
+model, and a whole ``tokpack encode`` of a 0.1 s file.
 
 Side by side in one process, same weights, same thread count:
 
@@ -82,6 +98,10 @@ def reference_model(loaded):
     model.load_state_dict(torch.load(loaded.weights_path, map_location="cpu", weights_only=True))
     model.name = official  # compress() accepts only the official names
     return model.eval()
+
+
+#: (step, tokpack's timing key, the reference's)
+STEPS = (("encode", "tp_encode", "ref_encode"), ("decode", "tp_decode", "ref_decode"))
 
 
 def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
@@ -230,7 +250,197 @@ def op_table(prof, wall: float, rows: int = 10) -> str:
     return "\n".join(lines)
 
 
+# --- whole processes -------------------------------------------------------------------
+
+def encodec_child(argv: list[str]) -> int:
+    """EnCodec's own script (encodec/__main__.py) as a process, with the model built from
+    ``--weights`` and soundfile for WAV I/O; the rest is encodec's code, unchanged."""
+    import soundfile as sf
+    import torch
+    import encodec.__main__ as cli
+    from encodec import EncodecModel
+
+    weights, threads = argv[0], int(argv[1])
+    torch.set_num_threads(threads)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+
+    def builder(name):
+        def build():
+            # encodec_24khz -> EncodecModel.encodec_model_24khz, as encodec's MODELS table
+            model = getattr(EncodecModel, f"encodec_model_{name.split('_')[1]}")(pretrained=False)
+            model.load_state_dict(state)
+            model.name = name
+            return model.eval()
+        return build
+
+    for name in ("encodec_24khz", "encodec_48khz"):
+        cli.MODELS[name] = builder(name)
+
+    def load(path):
+        x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        return torch.from_numpy(x.T.copy()), rate
+
+    def save_audio(wav, path, sample_rate, rescale=False):
+        wav = wav * min(0.99 / wav.abs().max(), 1) if rescale else wav.clamp(-0.99, 0.99)
+        sf.write(str(path), wav.numpy().T, sample_rate, subtype="PCM_16")
+
+    cli.torchaudio.load = load
+    cli.save_audio = save_audio
+    sys.argv = ["encodec", *argv[2:]]
+    cli.main()
+    return 0
+
+
+def write_clip(path: Path, seconds: float, rate: int, channels: int) -> None:
+    import soundfile as sf
+
+    sf.write(path, clip(seconds, rate, channels), rate, subtype="PCM_16")
+
+
+#: children may cache their bytecode, as an installed package has it (pip compiles it):
+#: with PYTHONDONTWRITEBYTECODE set, tokpack's modules would be compiled in every run
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def run_timed(cmd: list[str]) -> float:
+    import subprocess
+
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=CHILD_ENV)
+    elapsed = time.perf_counter() - t0
+    if done.returncode:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr}")
+    return elapsed
+
+
+def whole_process(args) -> list[dict]:
+    """Each (model, clip): tokpack's and EnCodec's commands, alternating; medians."""
+    import tempfile
+
+    from tokpack.codec.registry import get_spec
+    from tokpack.codec.weights import resolve_weights
+
+    threads = args.threads or os.cpu_count()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in args.models:
+            spec = get_spec(name)
+            weights = str(resolve_weights(spec))
+            for seconds in args.clips:
+                wav = tmp / f"{name}-{seconds:g}.wav"
+                write_clip(wav, seconds, spec.sample_rate, spec.channels)
+                tpk, ecdc = tmp / "out.tpk", tmp / "out.ecdc"
+                tp_wav, ref_wav = tmp / "tp.wav", tmp / "ref.wav"
+                ref = [sys.executable, str(Path(__file__).resolve()), "--encodec-child", weights,
+                       str(threads), "-f", "-b", f"{args.bandwidth:g}"]
+                if spec.segmented:
+                    ref.append("--hq")
+                tok = [sys.executable, "-m", "tokpack"]
+                commands = {
+                    "tp_encode": tok + ["encode", str(wav), "-m", name, "-b", f"{args.bandwidth:g}",
+                                        "-T", str(threads), "-f", "-q", "-o", str(tpk)],
+                    "ref_encode": ref + [str(wav), str(ecdc)],
+                    "tp_decode": tok + ["decode", str(tpk), "-T", str(threads), "-f", "-q",
+                                        "-o", str(tp_wav)],
+                    "ref_decode": ref + [str(ecdc), str(ref_wav)],
+                }
+                timings = {k: [] for k in commands}
+                for rep in range(args.repeats + 1):  # the first round warms up
+                    for key, cmd in commands.items():
+                        if args.wait:
+                            wait_idle(args.idle_load, 600)
+                        t = run_timed(cmd)
+                        if rep:
+                            timings[key].append(t)
+                med = {k: statistics.median(v) for k, v in timings.items()}
+                rows.append({"name": name, "seconds": seconds, "median": med, "all": timings,
+                             "tpk_bytes": tpk.stat().st_size, "ecdc_bytes": ecdc.stat().st_size})
+                print(f"  {name} {seconds:g} s: " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in med.items()), file=sys.stderr, flush=True)
+    return rows
+
+
+def print_whole_process(rows: list[dict], args) -> None:
+    threads = args.threads or os.cpu_count()
+    print(f"whole processes, {threads} threads, {args.bandwidth:g} kbps, median of "
+          f"{args.repeats} (ratio = EnCodec's time / tokpack's)\n")
+    print("| model | clip | step | tokpack s | EnCodec s | ratio |")
+    print("|---|---:|---|---:|---:|---:|")
+    for r in rows:
+        m = r["median"]
+        for step, tp, ref in STEPS:
+            print(f"| {r['name']} | {r['seconds']:g} s | {step} | {m[tp]:.2f} | {m[ref]:.2f} | "
+                  f"{m[ref] / m[tp]:.2f}x |")
+    print("\nall timings (s):")
+    for r in rows:
+        for key, values in r["all"].items():
+            print(f"  {r['name']} {r['seconds']:g} s {key}: " + ", ".join(f"{v:.2f}" for v in values))
+
+
+STAGES = {
+    "python": "pass",
+    "import numpy": "import numpy",
+    "import typer": "import typer",
+    "import torch": "import torch",
+    "import torch, encodec": "import torch, encodec",
+    "import tokpack.cli": "import tokpack.cli",
+}
+
+
+def startup(args) -> None:
+    """Fresh processes: each stage's wall time, median of --repeats."""
+    import subprocess
+    import tempfile
+
+    from tokpack.codec.registry import get_spec
+
+    name = args.models[0]
+    spec = get_spec(name)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav, tpk = Path(tmp) / "short.wav", Path(tmp) / "short.tpk"
+        write_clip(wav, 0.1, spec.sample_rate, spec.channels)
+        tok = [sys.executable, "-m", "tokpack"]
+        subprocess.run(tok + ["encode", str(wav), "-m", name, "-q", "-o", str(tpk)], check=True,
+                       env=CHILD_ENV)
+        load = ("import time, torch, encodec; from tokpack.codec.weights import load_model; "
+                f"t = time.perf_counter(); load_model({name!r}); "
+                "print(time.perf_counter() - t)")
+        stages = {k: [sys.executable, "-c", v] for k, v in STAGES.items()}
+        stages.update({
+            "tokpack --help": tok + ["--help"],
+            "tokpack --version": tok + ["--version"],
+            "tokpack models": tok + ["models"],
+            "tokpack inspect (0.1 s container)": tok + ["inspect", str(tpk)],
+            "tokpack unpack --help": tok + ["unpack", "--help"],
+            f"tokpack encode (0.1 s, {name})": tok + ["encode", str(wav), "-m", name, "-q", "-f",
+                                                       "-o", str(tpk)],
+            f"tokpack decode (0.1 s, {name})": tok + ["decode", str(tpk), "-q", "-f", "-o",
+                                                       str(Path(tmp) / "back.wav")],
+        })
+        times = {k: [] for k in stages}
+        loads = []
+        for rep in range(args.repeats + 1):
+            for key, cmd in stages.items():
+                t = run_timed(cmd)
+                if rep:
+                    times[key].append(t)
+            if rep:
+                out = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True,
+                                     check=True, env=CHILD_ENV)
+                loads.append(float(out.stdout.split()[-1]))
+    print(f"start-up, fresh processes, median of {args.repeats} (s)\n")
+    print("| stage | wall s |")
+    print("|---|---:|")
+    for key, values in times.items():
+        print(f"| {key} | {statistics.median(values):.3f} |")
+    print(f"| load_model({name!r}), in process after imports | {statistics.median(loads):.3f} |")
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--encodec-child"]:
+        return encodec_child(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -244,8 +454,19 @@ def main() -> int:
     ap.add_argument("--idle-load", type=float, default=0.5)
     ap.add_argument("--profile", action="store_true", help="also print op profiles")
     ap.add_argument("--profile-seconds", type=float, default=30.0)
+    ap.add_argument("--whole-process", action="store_true",
+                    help="tokpack's commands against EnCodec's script, as processes")
+    ap.add_argument("--clips", type=float, nargs="+", default=[0.1, 60.0, 300.0],
+                    help="clip lengths in seconds for --whole-process")
+    ap.add_argument("--startup", action="store_true", help="start-up stages, fresh processes")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
+    if args.startup:
+        startup(args)
+        return 0
+    if args.whole_process:
+        print_whole_process(whole_process(args), args)
+        return 0
     import torch
 
     threads = args.threads or torch.get_num_threads()
@@ -259,8 +480,7 @@ def main() -> int:
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in results:
         m = r["median"]
-        for step, tp, ref in (("encode", "tp_encode", "ref_encode"),
-                              ("decode", "tp_decode", "ref_decode")):
+        for step, tp, ref in STEPS:
             print(f"| {r['name']} | {step} | {m[tp]:.2f} | {args.seconds / m[tp]:.1f} | "
                   f"{m[ref]:.2f} | {args.seconds / m[ref]:.1f} | {m[ref] / m[tp]:.2f}x |")
     print()

@@ -34,20 +34,35 @@ def test_every_command_has_help(command):
     assert "Usage: tokpack " + command in " ".join(result.stdout.split())
 
 
-def test_help_and_version_do_not_import_torch():
+def _imported_after(args_list) -> list[str]:
+    """The modules a fresh interpreter has imported after running each ``tokpack ARGS``."""
     code = (
         "import sys\n"
         "from tokpack.cli import app\n"
         "from typer.testing import CliRunner\n"
         "r = CliRunner()\n"
-        "for args in (['--help'], ['--version'], ['encode', '--help'], ['decode', '--help'],\n"
-        "             ['models'], ['models', '--json']):\n"
+        f"for args in {args_list!r}:\n"
         "    assert r.invoke(app, args).exit_code == 0, args\n"
-        "heavy = ('torch', 'torchaudio', 'encodec', 'transformers', 'huggingface_hub')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "print(' '.join(sorted(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return out.stdout.split()
+
+
+def test_help_and_version_import_no_command():
+    """``tokpack --help`` lists the commands from the table: no command module, no numpy."""
+    modules = _imported_after([["--help"], ["--version"]])
+    assert [m for m in modules if m.startswith("tokpack.cli.") and m not in (
+        "tokpack.cli.app", "tokpack.cli.command", "tokpack.cli.output")] == []
+    assert "numpy" not in modules
+
+
+def test_light_commands_do_not_import_torch():
+    modules = _imported_after([["--help"], ["--version"], ["encode", "--help"], ["decode", "--help"],
+                               ["models"], ["models", "--json"], ["pack", "--help"],
+                               ["unpack", "--help"], ["dataset", "--help"]])
+    heavy = ("torch", "torchaudio", "encodec", "transformers", "huggingface_hub", "pyarrow")
+    assert [m for m in heavy if m in modules] == []
 
 
 def test_unknown_option_is_a_usage_error():

@@ -163,6 +163,27 @@ def test_hash_prefix_mismatch_in_cache(hub, official_24k_bytes):
     assert err.value.path == str(path)
 
 
+def test_checks_run_once_per_version_of_a_file(hub, official_24k_bytes, official_24k_state,
+                                               monkeypatch):
+    """The hash a hub name promises, NaN/inf and the weights hash: once per version of a
+    file (remembered in the cache); a changed file is checked again."""
+    spec, path = hub
+    path.write_bytes(official_24k_bytes)
+    first = load_model("encodec_24khz").weights_sha256
+    checked = []
+    monkeypatch.setattr(weights, "check_hash_in_name", checked.append)
+    assert load_model("encodec_24khz").weights_sha256 == first
+    assert checked == []
+    state = dict(official_24k_state)
+    key = "decoder.model.0.conv.conv.bias"
+    state[key] = state[key].clone()
+    state[key][0] = float("nan")
+    torch.save(state, path)
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        load_model("encodec_24khz")
+    assert checked == [path]
+
+
 def test_wrong_architecture(hub, tmp_path):
     import encodec
 

@@ -11,7 +11,8 @@ DOC = (Path(__file__).parents[1] / "docs" / "CLI.md").read_text()
 GROUP = typer.main.get_command(app)
 #: every command by its full name; a group's (``tokpack dataset``) by their own
 COMMANDS = {}
-for _name, _command in GROUP.commands.items():
+for _name in GROUP.list_commands(None):
+    _command = GROUP.get_command(None, _name)
     for _sub, _leaf in getattr(_command, "commands", {_name: _command}).items():
         COMMANDS[_name if _sub == _name else f"{_name} {_sub}"] = _leaf
 

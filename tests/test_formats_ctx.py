@@ -94,6 +94,28 @@ def test_prior_file_round_trip_and_identity(tmp_path):
     assert uniform_prior(64, 3).sha256 == spec.UNIFORM_PRIOR_SHA256
 
 
+def test_a_prior_is_named_by_its_file_not_by_a_re_encoding():
+    """Another zstd level (or version) compresses the same tables to other bytes: the
+    prior read from such a file is named by that file's SHA-256 (FORMAT.md)."""
+    import hashlib
+    import struct
+    import zlib
+
+    import zstandard
+
+    data = neighbour_prior(64, 3).file_bytes
+    head_size = prior_files._header_struct().size
+    content = zstandard.ZstdDecompressor().decompress(data[head_size + 4:-4])
+    body = zstandard.ZstdCompressor(level=1, write_content_size=True).compress(content)
+    head = bytearray(data[:head_size])
+    struct.pack_into("<I", head, head_size - 4, len(body))  # body_size, the header's last field
+    other = bytes(head) + struct.pack("<I", zlib.crc32(head)) + body + struct.pack(
+        "<I", zlib.crc32(body))
+    assert other != data
+    again = prior_files.from_bytes(other)
+    assert again.sha256 == hashlib.sha256(other).digest() != hashlib.sha256(data).digest()
+
+
 def test_a_prior_header_is_read_alone_and_checked(tmp_path):
     """read_header (how a default prior is looked for) reads 88 bytes, checked as load()
     checks them: every change of a header byte, and a file cut inside it, is refused."""

@@ -2,47 +2,68 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Annotated
 
 import typer
-from typer.core import TyperArgument, TyperCommand
+from typer.core import TyperGroup
 
 from tokpack import __version__
+from tokpack.cli.command import Command
 from tokpack.cli.output import EXIT_INTERRUPTED
-from tokpack.cli.bench_cmd import bench_command
-from tokpack.cli.compare_cmd import compare_command
-from tokpack.cli.dataset_cmd import dataset_app, dataset_encode_command
-from tokpack.cli.decode import decode_command
-from tokpack.cli.encode import encode_command
-from tokpack.cli.inspect_cmd import inspect_command
-from tokpack.cli.models_cmd import models_command
-from tokpack.cli.pack_cmd import pack_command, unpack_command
-from tokpack.cli.train_prior import train_prior_command
 
-class Command(TyperCommand):
-    """Help as zstd and flac users read it: plain text in 80 columns, arguments shown by
-    their metavar (``INPUT...``) without typer's type names (``<list[str]>``)."""
+#: name -> (module under tokpack.cli, its command function or typer sub-app, one line for
+#: ``tokpack --help``). A command's module is imported only when that command runs (or
+#: shows its help): ``tokpack --help`` and ``tokpack inspect`` do not import what ``encode``
+#: or ``dataset`` need.
+COMMANDS = {
+    "encode": ("encode", "encode_command", "Audio -> .tpk token containers (or EnCodec .ecdc files)."),
+    "decode": ("decode", "decode_command", ".tpk or .ecdc -> audio (WAV, FLAC); -t only verifies."),
+    "inspect": ("inspect_cmd", "inspect_command", "What a container holds and what its tokens cost."),
+    "compare": ("compare_cmd", "compare_command", "SNR, SI-SDR, mel distance (STOI, PESQ) against a reference."),
+    "bench": ("bench_cmd", "bench_command", "Bitrate against quality for models and bandwidths."),
+    "train-prior": ("train_prior", "train_prior_command", "A CTX prior (.tpp) from your audio or containers."),
+    "pack": ("pack_cmd", "pack_command", "Any codec's token array (.npy, .pt) -> .tpk, no model."),
+    "unpack": ("pack_cmd", "unpack_command", "The tokens of any .tpk -> .npy, no model, no torch."),
+    "models": ("models_cmd", "models_command", "The codec models: rates, bandwidths, weights."),
+    "dataset": ("dataset_cmd", "dataset_app", "Corpora -> shards for training (local or Ray)."),
+}
 
-    def get_params(self, ctx: typer.Context) -> list:
-        params = super().get_params(ctx)
-        for param in params:
-            if isinstance(param, TyperArgument):
-                param.display_type_rich = lambda ctx: None  # typer >= 0.16 shows the type
-        return params
 
-    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
-        pieces = [self.options_metavar] if self.options_metavar else []
-        for param in self.get_params(ctx):
-            if isinstance(param, TyperArgument):
-                name = param.metavar or param.name.upper()
-                if param.nargs != 1 and not name.endswith("..."):
-                    name += "..."
-                pieces.append(name if param.required else f"[{name}]")
-        return pieces
+def _build(name: str):
+    """The click command for ``tokpack NAME``, its module imported now."""
+    module, attribute, short = COMMANDS[name]
+    target = getattr(importlib.import_module(f"tokpack.cli.{module}"), attribute)
+    if isinstance(target, typer.Typer):  # a group of commands
+        command = typer.main.get_group(target)
+    else:
+        function, target = target, typer.Typer(add_completion=False, rich_markup_mode=None)
+        target.command(name, cls=Command, short_help=short)(function)
+        command = typer.main.get_command(target)
+    command.name = name
+    command.short_help = short
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """tokpack's command table, each command built on first use (click's lazy group)."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str):
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = _build(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: typer.Context, formatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, _, short) in COMMANDS.items()])
 
 
 app = typer.Typer(
     name="tokpack",
+    cls=LazyGroup,
     no_args_is_help=True,
     rich_markup_mode=None,  # plain help; usage errors in one line, as every other error
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 80},
@@ -63,24 +84,6 @@ def _main(
     ] = False,
 ) -> None:
     """Compress audio into compact neural-codec token containers (.tpk) and back."""
-
-
-for name, function, short in (
-    ("encode", encode_command, "Audio -> .tpk token containers (or EnCodec .ecdc files)."),
-    ("decode", decode_command, ".tpk or .ecdc -> audio (WAV, FLAC); -t only verifies."),
-    ("inspect", inspect_command, "What a container holds and what its tokens cost."),
-    ("compare", compare_command, "SNR, SI-SDR, mel distance (STOI, PESQ) against a reference."),
-    ("bench", bench_command, "Bitrate against quality for models and bandwidths."),
-    ("train-prior", train_prior_command, "A CTX prior (.tpp) from your audio or containers."),
-    ("pack", pack_command, "Any codec's token array (.npy, .pt) -> .tpk, no model."),
-    ("unpack", unpack_command, "The tokens of any .tpk -> .npy, no model, no torch."),
-    ("models", models_command, "The codec models: rates, bandwidths, weights."),
-):
-    app.command(name, cls=Command, short_help=short)(function)
-
-dataset_app.command("encode", cls=Command, short_help="Audio -> Parquet or WebDataset shards, resumable.")(
-    dataset_encode_command)
-app.add_typer(dataset_app, name="dataset", short_help="Corpora -> shards for training (local or Ray).")
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -12,6 +12,7 @@ import typer
 
 from tokpack.cli import options as opt
 from tokpack.cli.batch_run import checked
+from tokpack.cli.command import Command
 from tokpack.cli.encode import ChannelsMode, Entropy
 from tokpack.cli.output import EXIT_FAILED, human_bytes, make_messages, usage_error
 from tokpack.cli.report import interrupted, show_progress
@@ -177,3 +178,7 @@ class _Bar:
         elapsed = task.elapsed or 0.0
         self.progress.update(self.task, advance=1, hours=seconds / 3600,
                              rate=seconds / elapsed if elapsed else 0.0)
+
+
+dataset_app.command("encode", cls=Command, short_help="Audio -> Parquet or WebDataset shards, resumable.")(
+    dataset_encode_command)

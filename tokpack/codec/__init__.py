@@ -4,40 +4,20 @@ Importing this package (and the registry) does not import torch; torch, torchaud
 and encodec are imported inside the functions that run a model.
 """
 
-from tokpack.codec.engine import (
-    DecodeResult,
-    EncodeResult,
-    decode,
-    encode,
-    encode_array,
-)
-from tokpack.codec.registry import (
-    DEFAULT_MODEL,
-    MODELS,
-    ModelSpec,
-    get_spec,
-    list_models,
-)
-from tokpack.codec.weights import (
-    LoadedModel,
-    load_model,
-    resolve_weights,
-    weights_sha256,
-)
+_WHERE = {
+    "engine": ("DecodeResult", "EncodeResult", "decode", "encode", "encode_array"),
+    "registry": ("DEFAULT_MODEL", "MODELS", "ModelSpec", "get_spec", "list_models"),
+    "weights": ("LoadedModel", "load_model", "resolve_weights", "weights_sha256"),
+}
+_MODULE = {name: module for module, names in _WHERE.items() for name in names}
+__all__ = sorted(_MODULE)
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "MODELS",
-    "DecodeResult",
-    "EncodeResult",
-    "LoadedModel",
-    "ModelSpec",
-    "decode",
-    "encode",
-    "encode_array",
-    "get_spec",
-    "list_models",
-    "load_model",
-    "resolve_weights",
-    "weights_sha256",
-]
+
+def __getattr__(name: str):
+    """The package's names, each imported with its module on first use: a command that
+    needs only the registry does not import the engine (numpy, the container format)."""
+    if name in _MODULE:
+        import importlib
+
+        return getattr(importlib.import_module(f"tokpack.codec.{_MODULE[name]}"), name)
+    raise AttributeError(f"module 'tokpack.codec' has no attribute {name!r}")

@@ -11,7 +11,9 @@ Order of search for a model's state dict file (:func:`resolve_weights`):
 
 Every file, official or test, is then loaded by the same code: ``torch.load(...,
 weights_only=True)``, checked key by key against the architecture, and hashed with
-:func:`weights_sha256` — the hash stored in containers.
+:func:`weights_sha256` — the hash stored in containers. The checks that read every byte
+(the hash a torch hub name promises, no NaN or infinity) and the hash are done once per
+version of a file and remembered (:func:`load_checked_state`).
 """
 
 from __future__ import annotations
@@ -308,13 +310,74 @@ def cached_build(stem: str, build: Callable[[], Mapping[str, torch.Tensor]], *,
     return path
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """``torch.load(path, map_location="cpu", weights_only=True)`` with typed errors."""
+def load_checked_state(path: Path) -> tuple[dict[str, torch.Tensor], bytes]:
+    """:func:`load_state_dict` and the state's :func:`weights_sha256`, the checks that read
+    every byte and the hash done once per version of the file.
+
+    A file that passed them is remembered in tokpack's cache (``verified/``) by its path,
+    size, modification time and inode, as git's index and make decide that a file has not
+    changed; loading it again skips them (EnCodec's 24 kHz weights: ~0.2 s of a command's
+    start). Any change to the file, or a cache that cannot be read or written, means they
+    run again. The key checks and the safe loader run every time.
+    """
+    memo = tokpack_cache_dir() / "verified" / (
+        hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()[:32] + ".json")
+    stamp = _file_stamp(path)
+    digest = _recalled_digest(memo, stamp)
+    state = load_state_dict(path, verified=digest is not None)
+    if digest is None:
+        digest = weights_sha256(state)
+        _remember_digest(memo, stamp, digest)
+    return state, digest
+
+
+def _file_stamp(path: Path) -> list[int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev]
+
+
+def _recalled_digest(memo: Path, stamp: list[int] | None) -> bytes | None:
+    import json
+
+    if stamp is None:
+        return None
+    try:
+        entry = json.loads(memo.read_text())
+        if entry.get("stamp") == stamp:
+            return bytes.fromhex(entry["weights_sha256"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def _remember_digest(memo: Path, stamp: list[int] | None, digest: bytes) -> None:
+    import json
+
+    from tokpack.errors import OutputError
+
+    if stamp is None:
+        return
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(memo) as f:
+            f.write(json.dumps({"stamp": stamp, "weights_sha256": digest.hex()}).encode())
+    except (OSError, OutputError):
+        pass  # a read-only cache: the checks run again next time
+
+
+def load_state_dict(path: Path, *, verified: bool = False) -> dict[str, torch.Tensor]:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with typed errors.
+    ``verified``: this version of the file passed the checks that read every byte before
+    (:func:`load_checked_state`), so they are skipped."""
     import torch
 
     import warnings
 
-    check_hash_in_name(path)
+    if not verified:
+        check_hash_in_name(path)
     check_weights_file(path)
     try:
         with warnings.catch_warnings():  # torch's advice about pickle protocols is not ours
@@ -344,7 +407,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ModelError("not a state dict (a mapping of names to tensors)", path=str(path))
     for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if not verified and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ModelError(f"weights hold NaN or infinite values ({key})", path=str(path))
     return dict(state)
 

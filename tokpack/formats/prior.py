@@ -209,10 +209,15 @@ def _check_table(table: np.ndarray, n: int, what: str) -> None:
 def from_bytes(data: bytes, path: str | None = None) -> Prior:
     """Parse and validate a ``.tpp`` file; errors are FormatError subclasses naming offsets."""
     try:
-        return _parse(memoryview(data))
+        prior = _parse(memoryview(data))
     except FormatError as error:
         error.path = path
         raise
+    # its identity is the SHA-256 of this file (FORMAT.md), not of a re-encoding of it
+    # (another zstd could compress the same tables otherwise; and compressing them again
+    # costs ~0.1 s of a command's start for test_24khz's prior)
+    prior.__dict__["file_bytes"] = bytes(data)
+    return prior
 
 
 def _parse_header(data: memoryview) -> tuple[PriorHeader, int]:

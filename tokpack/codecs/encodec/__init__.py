@@ -72,7 +72,7 @@ def load(spec: ModelSpec, path: Path, device: str) -> EncodecLoaded:
     import torch
 
     from tokpack.codec.memory import release_memory
-    from tokpack.codec.weights import check_fits, load_state_dict, one_line, weights_sha256
+    from tokpack.codec.weights import check_fits, load_checked_state, one_line
     from tokpack.codecs.encodec.architecture import (
         build_architecture,
         fold_weight_norm_state,
@@ -82,9 +82,8 @@ def load(spec: ModelSpec, path: Path, device: str) -> EncodecLoaded:
 
     with torch.device("meta"):  # shapes only: no storage, no initialisation
         model = build_architecture(spec, plain_weights=True)
-    state = load_state_dict(path)
+    state, digest = load_checked_state(path)  # digest: of the file's tensors, as stored
     check_fits(weight_norm_layout(model, spec), state, f"the {spec.name} architecture", path)
-    digest = weights_sha256(state)  # of the file's tensors, as stored
     state = fold_weight_norm_state(state)
     # assign=True keeps the file's dtypes, where a copy into the parameters would cast
     for key, param in model.state_dict().items():

@@ -169,7 +169,7 @@ def load_lm(model: str | ModelSpec, lm_weights: str | os.PathLike | None = None)
     file path, size and modification time)."""
     import torch
 
-    from tokpack.codec.weights import check_fits, load_state_dict, weights_sha256
+    from tokpack.codec.weights import check_fits, load_checked_state
 
     spec = _spec(model)
     path = resolve_lm_weights(spec, lm_weights)
@@ -179,7 +179,7 @@ def load_lm(model: str | ModelSpec, lm_weights: str | os.PathLike | None = None)
         return _LOADED[key]
     with torch.device("meta"):  # shapes only; the file's tensors become the parameters
         lm = build_lm(spec)
-    state = load_state_dict(path)
+    state, digest = load_checked_state(path)
     check_fits({k: tuple(v.shape) for k, v in lm.state_dict().items()}, state,
                f"the {spec.name} LM architecture", path)
     try:
@@ -187,7 +187,7 @@ def load_lm(model: str | ModelSpec, lm_weights: str | os.PathLike | None = None)
     except RuntimeError as exc:
         raise ModelError(f"cannot load LM weights: {' '.join(str(exc).split())[:300]}",
                          path=str(path)) from None
-    _LOADED[key] = LoadedLM(spec, lm.eval(), weights_sha256(state), path)
+    _LOADED[key] = LoadedLM(spec, lm.eval(), digest, path)
     return _LOADED[key]
 
 
