@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tokpack.codecs.encodec import channels_last
+
 if TYPE_CHECKING:
     import torch
     from encodec import EncodecModel
@@ -63,7 +65,7 @@ if TYPE_CHECKING:
 MKLDNN_MIN_NUMEL = 20480
 
 #: segmented model: segments per batch
-SEGMENT_BATCH = 4
+SEGMENT_BATCH = 8
 
 
 # --------------------------------------------------------------------------- weights
@@ -806,6 +808,7 @@ class SegmentEncoder:
         self.buf = _Pieces()
         self.base = 0  # absolute index of the buffer's first sample
         self.next_offset = 0  # start of the next segment to encode
+        self.exact = False  # run model.encoder itself (set for signals of one segment)
 
     def feed(self, x: torch.Tensor) -> list[EncodedSegment]:
         self.buf.add(x)
@@ -822,6 +825,8 @@ class SegmentEncoder:
     def finish(self) -> list[EncodedSegment]:
         out: list[EncodedSegment] = []
         total = self.base + self.buf.n
+        # at most one full segment: each encoded alone by encodec's own call (its codes)
+        self.exact = self.next_offset == 0 and total < self.length + self.stride
         while self.next_offset < total:
             have = total - self.next_offset
             n_full = 0 if have < self.length else (have - self.length) // self.stride + 1
@@ -866,11 +871,21 @@ class SegmentEncoder:
         # the scales one segment at a time: a batched mean splits its sum over threads
         # differently, and the scale is stored in the container
         scale = torch.cat([_segment_scale(x[b:b + 1]) for b in range(x.shape[0])])
-        emb = self.model.encoder(x / scale)
+        if self.exact:  # the call encodec makes, so its codes
+            emb = self.model.encoder(x / scale)
+        else:
+            emb = _run_net(self.model, self.model.encoder, x / scale)
         codes = self.model.quantizer.vq.encode(emb, n_q=self.n_q)  # [K, B, t]
         codes = codes.cpu().numpy().astype(np.uint16)
         return [EncodedSegment(codes[:, b], float(scale[b].reshape(()).item()))
                 for b in range(x.shape[0])]
+
+
+def _run_net(model: EncodecModel, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)``; on CPU in channels-last memory (channels_last.py: faster there)."""
+    if _device(model).type == "cpu" and channels_last.supported(net):
+        return channels_last.run(net, x)
+    return net(x)
 
 
 def _segment_scale(x: torch.Tensor) -> torch.Tensor:
@@ -922,7 +937,11 @@ class SegmentDecoder:
         group, self.pending = self.pending[:same], self.pending[same:]
         codes = torch.from_numpy(np.stack([c for c, _ in group], axis=1).astype(np.int64))
         codes = codes.to(_device(self.model))
-        out = segment_decoder(self.model)(self.model.quantizer.vq.decode(codes))  # [B, C, n*hop]
+        emb = self.model.quantizer.vq.decode(codes)
+        if _device(self.model).type == "cpu" and channels_last.supported(self.model.decoder):
+            out = channels_last.run(self.model.decoder, emb)  # [B, C, n*hop]
+        else:
+            out = segment_decoder(self.model)(emb)
         scales = torch.tensor([s for _, s in group], dtype=out.dtype)
         out = out * scales[:, None, None]
         return [self.adder.add(out[b]) for b in range(out.shape[0])]
