@@ -16,6 +16,10 @@ the same weights file (a test model's, from tokpack's cache) and run the same th
 machine cannot run it: it builds its model from the weights file instead of downloading
 the official one, and reads and writes WAV with soundfile (torchaudio's need torchcodec).
 
+``--jobs`` times ``tokpack encode``/``decode`` of ``--files`` files of ``--seconds-each``
+(24 kHz speech) as one command each, for each ``-j N -T M`` of ``--combos`` (default
+``1x2 2x1``, i.e. -j 1 -T 2 and -j 2 -T 1), alternating, medians.
+
 ``--startup`` times each stage of a command's start in fresh processes: the interpreter,
 imports (numpy, torch, encodec), ``tokpack --help``/``inspect``/``models``, loading a
 model, and a whole ``tokpack encode`` of a 0.1 s file.
@@ -438,6 +442,50 @@ def startup(args) -> None:
     print(f"| load_model({name!r}), in process after imports | {statistics.median(loads):.3f} |")
 
 
+def jobs_matrix(args) -> None:
+    """Many files: which -j/-T split of the cores is fastest, whole commands."""
+    import tempfile
+
+    from tokpack.codec.registry import get_spec
+
+    name = args.models[0]
+    spec = get_spec(name)
+    combos = [tuple(int(v) for v in c.split("x")) for c in args.combos]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        x = clip(args.files * args.seconds_each, spec.sample_rate, spec.channels)
+        n = int(args.seconds_each * spec.sample_rate)
+        import soundfile as sf
+
+        wavs = []
+        for i in range(args.files):
+            wavs.append(tmp / f"f{i:03d}.wav")
+            sf.write(wavs[-1], x[i * n:(i + 1) * n], spec.sample_rate, subtype="PCM_16")
+        tok = [sys.executable, "-m", "tokpack"]
+        times = {(c, step): [] for c in combos for step in ("encode", "decode")}
+        for rep in range(args.repeats + 1):
+            for j, t in combos:
+                opts = ["-j", str(j), "-T", str(t), "-f", "-q"]
+                enc = run_timed(tok + ["encode", *map(str, wavs), "-m", name, *opts])
+                dec = run_timed(tok + ["decode", *(str(w.with_suffix(".tpk")) for w in wavs),
+                                       *opts])
+                if rep:
+                    times[((j, t), "encode")].append(enc)
+                    times[((j, t), "decode")].append(dec)
+    audio = args.files * args.seconds_each
+    print(f"{args.files} files of {args.seconds_each:g} s ({name}), {os.cpu_count()} CPUs, "
+          f"median of {args.repeats}\n")
+    print("| -j | -T | encode s | RTF | decode s | RTF |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for j, t in combos:
+        e = statistics.median(times[((j, t), "encode")])
+        d = statistics.median(times[((j, t), "decode")])
+        print(f"| {j} | {t} | {e:.2f} | {audio / e:.1f} | {d:.2f} | {audio / d:.1f} |")
+    print("\nall timings (s):")
+    for (combo, step), values in times.items():
+        print(f"  -j {combo[0]} -T {combo[1]} {step}: " + ", ".join(f"{v:.2f}" for v in values))
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--encodec-child"]:
         return encodec_child(sys.argv[2:])
@@ -459,6 +507,10 @@ def main() -> int:
     ap.add_argument("--clips", type=float, nargs="+", default=[0.1, 60.0, 300.0],
                     help="clip lengths in seconds for --whole-process")
     ap.add_argument("--startup", action="store_true", help="start-up stages, fresh processes")
+    ap.add_argument("--jobs", action="store_true", help="-j/-T splits on many files")
+    ap.add_argument("--files", type=int, default=20)
+    ap.add_argument("--seconds-each", type=float, default=10.0)
+    ap.add_argument("--combos", nargs="+", default=["1x2", "2x1"], metavar="JxT")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     if args.startup:
@@ -466,6 +518,9 @@ def main() -> int:
         return 0
     if args.whole_process:
         print_whole_process(whole_process(args), args)
+        return 0
+    if args.jobs:
+        jobs_matrix(args)
         return 0
     import torch
 

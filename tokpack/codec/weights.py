@@ -382,7 +382,13 @@ def load_state_dict(path: Path, *, verified: bool = False) -> dict[str, torch.Te
     try:
         with warnings.catch_warnings():  # torch's advice about pickle protocols is not ours
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:  # mapped, not read: the pages a tensor needs are read when it is used
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap can only be used" not in str(exc):
+                    raise
+                # a file in torch's legacy format (or not torch's at all): read it whole
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and unpickler errors all mean: not weights
         text = str(exc)
         found = _UNSUPPORTED_GLOBAL.search(text)
