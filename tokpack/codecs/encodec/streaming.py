@@ -273,7 +273,7 @@ def segment_decoder(model: EncodecModel) -> torch.nn.Module:
 class _LSTM:
     """EnCodec's SLSTM on a stream: the LSTM's (h, c) carries over."""
 
-    def __init__(self, slstm) -> None:
+    def __init__(self, slstm, max_piece: int) -> None:
         self.lstm = slstm.lstm
         self.skip = slstm.skip
         self.channels = slstm.lstm.input_size
@@ -287,7 +287,7 @@ class _LSTM:
                        (getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")).detach())
                       for k in range(lstm.num_layers)]
         self.min_len = 0
-        self.max_piece = LSTM_MAX_PIECE
+        self.max_piece = max_piece
 
     def new_state(self) -> list:
         return [None]
@@ -377,7 +377,7 @@ class _ResBlock:
     def __init__(self, block) -> None:
         from encodec.modules.conv import SConv1d
 
-        self.layers = _compile(list(block.block))
+        self.layers = _compile(list(block.block), MAX_PIECE)  # (no LSTM in a block)
         self.shortcut = _Conv(block.shortcut, None) if isinstance(block.shortcut, SConv1d) \
             else None
         parts = self.layers + ([self.shortcut] if self.shortcut else [])
@@ -412,8 +412,9 @@ def _identity_type():
     return torch.nn.Identity
 
 
-def _compile(modules: list) -> list:
-    """EnCodec SEANet modules -> streamed layers (an ELU is fused into the next conv)."""
+def _compile(modules: list, lstm_piece: int) -> list:
+    """EnCodec SEANet modules -> streamed layers (an ELU is fused into the next conv);
+    ``lstm_piece``: an LSTM's most signal samples per call."""
     import torch
     from encodec.modules.conv import SConv1d, SConvTranspose1d
     from encodec.modules.lstm import SLSTM
@@ -435,7 +436,7 @@ def _compile(modules: list) -> list:
             if alpha is not None:
                 layers.append(_Act(alpha))
             if isinstance(module, SLSTM):
-                layers.append(_LSTM(module))
+                layers.append(_LSTM(module, lstm_piece))
             elif isinstance(module, SEANetResnetBlock):
                 layers.append(_ResBlock(module))
             else:
@@ -507,10 +508,10 @@ class _Stage:
 #: elements of a layer's widest tensor per call, and the most signal samples per call
 TARGET_ELEMS = 1 << 20
 MAX_PIECE = 1 << 15
-#: the LSTM's most signal samples per call (409 frames, 5.5 s at 24 kHz): its calls have a
-#: fixed cost (oneDNN sets up its RNN primitive for each), which larger pieces spread:
-#: 60 s at 24 kHz, 2 threads, medians of 8: encode 4.19 -> 3.72 s, decode 4.38 -> 3.92 s
-#: against MAX_PIECE (102 frames); 2^18 bought nothing more
+#: the encoder LSTM's most signal samples per call (409 frames, 5.5 s at 24 kHz): its calls
+#: have a fixed cost (oneDNN sets up its RNN primitive for each), which larger pieces
+#: spread: 60 s at 24 kHz, 2 threads, medians of 8: encode 4.19 -> 3.72 s against
+#: MAX_PIECE (102 frames); 2^18 bought nothing more
 LSTM_MAX_PIECE = 1 << 17
 
 
@@ -566,7 +567,10 @@ def _plan(model: EncodecModel, part: str) -> list:
     plans = _PLANS.setdefault(model, {})
     if part not in plans:
         net = getattr(model, part)
-        plans[part] = _compile(list(net.model))
+        # the decoder's LSTM keeps MAX_PIECE: what follows it upsamples 320x, and 4x the
+        # frames per call held ~40 MB more audio in flight (peak 0.806 GB for 10 min)
+        plans[part] = _compile(list(net.model),
+                               LSTM_MAX_PIECE if part == "encoder" else MAX_PIECE)
     return plans[part]
 
 
