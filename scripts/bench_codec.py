@@ -49,7 +49,7 @@ def speech_like(seconds: float, rate: int, channels: int) -> np.ndarray:
 def packed_bytes(container: bytes) -> tuple[int, int]:
     """(the bytes of the container's codes bit-packed, ceil(log2 codebook size) bits each;
     the bytes its coded tokens take, without header, chunk framing and END)."""
-    from tokpack.codec.engine import inspect
+    from tokpack.codec.tokens_io import inspect
     from tokpack.formats import loads
 
     c = loads(container)

@@ -55,6 +55,7 @@ def test_help_and_version_import_no_command():
     assert [m for m in modules if m.startswith("tokpack.cli.") and m not in (
         "tokpack.cli.app", "tokpack.cli.command", "tokpack.cli.output")] == []
     assert "numpy" not in modules
+    assert "numpy" not in _imported_after([["models"], ["models", "--json"]])
 
 
 def test_light_commands_do_not_import_torch():

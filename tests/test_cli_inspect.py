@@ -125,14 +125,15 @@ def test_plain_text_view():
     assert "  bitrate      27.480 kbps actual, 1.5 kbps nominal" in result.stdout
 
 
-def test_inspect_does_not_import_torch():
+def test_inspect_does_not_import_torch_or_the_audio_engine():
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
         "from tokpack.cli import app\n"
         f"r = CliRunner().invoke(app, ['inspect', '--json', {str(DATA / 'tiny_24khz.tpk')!r}])\n"
         "assert r.exit_code == 0\n"
-        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'soundfile', 'tokpack.codec.engine')\n"
+        "             if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -11,9 +11,9 @@ container and give it back (``tokpack pack``/``unpack``; numpy only, no model).
 
 __version__ = "0.1.0"
 
-_ENGINE = ("encode", "decode", "encode_array", "decode_tokens", "inspect")
+_ENGINE = ("encode", "decode", "encode_array", "decode_tokens")
 _TOKENS = {"pack_tokens": "pack", "unpack_tokens": "unpack"}
-__all__ = ["__version__", *_ENGINE, *_TOKENS]
+__all__ = ["__version__", *_ENGINE, "inspect", *_TOKENS]
 
 
 def __getattr__(name: str):
@@ -21,6 +21,10 @@ def __getattr__(name: str):
         from tokpack.codec import engine
 
         return getattr(engine, name)
+    if name == "inspect":
+        from tokpack.codec.tokens_io import inspect
+
+        return inspect
     if name in _TOKENS:
         from tokpack.formats import tokens
 

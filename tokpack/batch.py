@@ -653,7 +653,8 @@ def encode_job(options: EncodeOptions, job: Job, progress=None) -> JobResult:
 
 
 def decode_job(options: DecodeOptions, job: Job, progress=None) -> JobResult:
-    from tokpack.codec.engine import decode, read_model_id
+    from tokpack.codec.engine import decode
+    from tokpack.codec.tokens_io import read_model_id
 
     def run() -> JobResult:
         src = _source(job, stream=options.live)
@@ -686,7 +687,8 @@ def decode_job(options: DecodeOptions, job: Job, progress=None) -> JobResult:
 def verify_job(options: DecodeOptions, job: Job) -> JobResult:
     """decode -t: every checksum, the digest, token ranges and the model's shape; no output.
     An .ecdc file (no checksums): that it parses to the end, LM-coded codes included."""
-    from tokpack.codec.engine import check_header_fits, open_tokens
+    from tokpack.codec.engine import check_header_fits
+    from tokpack.codec.tokens_io import open_tokens
     from tokpack.codec.registry import get_spec
 
     def run() -> JobResult:

@@ -95,7 +95,7 @@ def inspect_command(
     debug: opt.Debug = False,
 ) -> None:
     """Show a container's model, rates, sizes and per-codebook token statistics."""
-    from tokpack.codec.engine import inspect
+    from tokpack.codec.tokens_io import inspect
     from tokpack.formats.stats import SCHEMA_VERSION
 
     say = make_messages(quiet, verbose, debug)

@@ -47,12 +47,11 @@ import math
 import os
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from tokpack.codec.registry import ModelSpec
 from tokpack.codec.threads import torch_threads
 
 if TYPE_CHECKING:
+    import numpy as np  # (imported where used: `tokpack models` reads RECIPE_VERSION)
     import torch
 
 #: Bump when anything below changes the weights; it names the cache folder. Bumping it
@@ -92,6 +91,8 @@ def synthetic_training_audio(sample_rate: int, channels: int, seconds: float,
     a random pan. A repetitive signal collapses the k-means codebooks; this
     mix spreads the encoder outputs.
     """
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     n = int(seconds * sample_rate)
     out = np.zeros((channels, n), dtype=np.float64)
@@ -186,6 +187,7 @@ def _exact_gains(model: torch.nn.Module) -> None:
     """Set every weight-norm gain ``g`` to ``||v||`` (the value weight_norm gave it at
     initialisation) as numpy computes it: float64 squares, exact for float32 inputs,
     summed in numpy's fixed pairwise order, so no CPU-specific reduction is involved."""
+    import numpy as np
     import torch
 
     params = dict(model.named_parameters())
@@ -229,6 +231,7 @@ def _on_grid(book: torch.Tensor) -> torch.Tensor:
 def build_test_state_dict(spec: ModelSpec) -> dict:
     """Build the weights of test model ``spec`` (~10 s on 2 cores; the same on every CPU
     and thread count: see the module doc)."""
+    import numpy as np
     import torch
 
     from tokpack.codecs.encodec.architecture import build_architecture

@@ -325,6 +325,9 @@ def load_checked_state(path: Path) -> tuple[dict[str, torch.Tensor], bytes]:
     stamp = _file_stamp(path)
     digest = _recalled_digest(memo, stamp)
     state = load_state_dict(path, verified=digest is not None)
+    if _file_stamp(path) != stamp:  # replaced while it was being opened: check it all
+        digest, stamp = None, None
+        state = load_state_dict(path)
     if digest is None:
         digest = weights_sha256(state)
         _remember_digest(memo, stamp, digest)

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
 from tokpack.codec.registry import ModelSpec, check_live
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (numpy too: `tokpack models` imports this module and needs neither)
+    import numpy as np
     import torch
 
 
@@ -95,6 +94,8 @@ class LoadedModel(ABC):
         signals together (fewer, larger calls: faster on a GPU) where that keeps this
         promise; this default encodes them one after another, which keeps it by
         definition."""
+        import numpy as np
+
         out = []
         for x in signals:
             enc = self.stream_encoder(n_codebooks)

@@ -452,8 +452,8 @@ class _Stage:
 
     ``piece`` is what makes the layer's widest tensor about ``target`` elements, but at
     most :data:`MAX_PIECE` samples of the signal (``period``: signal samples per sample of
-    the layer's input), so that no stage holds back more than a second or two of audio;
-    an LSTM, whose calls cost more, :data:`LSTM_MAX_PIECE` (its ``max_piece``).
+    the layer's input), so that no stage holds back more than a second or two of audio,
+    or the layer's own ``max_piece`` (the encoder's LSTM: :data:`LSTM_MAX_PIECE`).
     The buffer keeps every call but the last at ``piece`` samples, cut to a multiple of
     the layer's stride, and keeps at least ``reserve`` (the layer's ``min_len``) for the
     last call, so that every call meets torch's size rule whenever a one-pass run over
@@ -882,21 +882,21 @@ class SegmentEncoder:
         # the scales one segment at a time: a batched mean splits its sum over threads
         # differently, and the scale is stored in the container
         scale = torch.cat([_segment_scale(x[b:b + 1]) for b in range(x.shape[0])])
-        if self.exact:  # the call encodec makes, so its codes
-            emb = self.model.encoder(x / scale)
+        encoder = self.model.encoder
+        if self.exact or not _channels_last(self.model, encoder):
+            emb = encoder(x / scale)  # exact: the call encodec makes, so its codes
         else:
-            emb = _run_net(self.model, self.model.encoder, x / scale)
+            emb = channels_last.run(encoder, x / scale)
         codes = self.model.quantizer.vq.encode(emb, n_q=self.n_q)  # [K, B, t]
         codes = codes.cpu().numpy().astype(np.uint16)
         return [EncodedSegment(codes[:, b], float(scale[b].reshape(()).item()))
                 for b in range(x.shape[0])]
 
 
-def _run_net(model: EncodecModel, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``net(x)``; on CPU in channels-last memory (channels_last.py: faster there)."""
-    if _device(model).type == "cpu" and channels_last.supported(net):
-        return channels_last.run(net, x)
-    return net(x)
+def _channels_last(model: EncodecModel, net: torch.nn.Module) -> bool:
+    """Whether ``net`` (model.encoder or model.decoder) runs in channels-last memory: on
+    CPU, where oneDNN's convolutions are faster there (channels_last.py)."""
+    return _device(model).type == "cpu" and channels_last.supported(net)
 
 
 def _segment_scale(x: torch.Tensor) -> torch.Tensor:
@@ -949,10 +949,9 @@ class SegmentDecoder:
         codes = torch.from_numpy(np.stack([c for c, _ in group], axis=1).astype(np.int64))
         codes = codes.to(_device(self.model))
         emb = self.model.quantizer.vq.decode(codes)
-        if _device(self.model).type == "cpu" and channels_last.supported(self.model.decoder):
-            out = channels_last.run(self.model.decoder, emb)  # [B, C, n*hop]
-        else:
-            out = segment_decoder(self.model)(emb)
+        decoder = self.model.decoder
+        out = channels_last.run(decoder, emb) if _channels_last(self.model, decoder) \
+            else segment_decoder(self.model)(emb)  # [B, C, n*hop]
         scales = torch.tensor([s for _, s in group], dtype=out.dtype)
         out = out * scales[:, None, None]
         return [self.adder.add(out[b]) for b in range(out.shape[0])]
