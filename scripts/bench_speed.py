@@ -119,6 +119,22 @@ def wait_idle(limit: float, timeout: float) -> None:
         time.sleep(10)
 
 
+def alternate(runs: dict, args) -> dict:
+    """Seconds of each of ``runs`` (key -> a function that runs it once), alternating: one
+    round to warm up, then ``args.repeats`` timed rounds; with ``--wait``, each run waits
+    for the machine to be idle first."""
+    times = {key: [] for key in runs}
+    for rep in range(args.repeats + 1):
+        for key, run in runs.items():
+            if args.wait:
+                wait_idle(args.idle_load, 600)
+            t0 = time.perf_counter()
+            run()
+            if rep:
+                times[key].append(time.perf_counter() - t0)
+    return times
+
+
 def bench_model(name: str, args) -> dict:
     import soundfile as sf
     import torch
@@ -161,21 +177,13 @@ def bench_model(name: str, args) -> dict:
     def ref_decode():
         state["ref_audio"] = ecdc.decompress(state["ecdc"])[0]
 
-    timings = {k: [] for k in ("tp_encode", "ref_encode", "tp_decode", "ref_decode")}
     funcs = {"tp_encode": tp_encode, "ref_encode": ref_encode, "tp_decode": tp_decode,
              "ref_decode": ref_decode}
     old_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)  # the reference runs in the caller's setting
     try:
-        for rep in range(args.repeats + 1):  # the first round warms up
-            for key, f in funcs.items():
-                if args.wait:
-                    wait_idle(args.idle_load, 600)
-                t0 = time.perf_counter()
-                f()
-                if rep:
-                    timings[key].append(time.perf_counter() - t0)
+        timings = alternate(funcs, args)
         # agreement, outside the timings
         with torch.no_grad():
             frames = ref.encode(xt[None])
@@ -306,16 +314,17 @@ def write_clip(path: Path, seconds: float, rate: int, channels: int) -> None:
 CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def run_timed(cmd: list[str]) -> float:
+def command(cmd: list[str]):
+    """A function that runs ``cmd`` as a process (exits this script if it fails)."""
     import subprocess
 
-    t0 = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env=CHILD_ENV)
-    elapsed = time.perf_counter() - t0
-    if done.returncode:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr}")
-    return elapsed
+    def run() -> None:
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=CHILD_ENV)
+        if done.returncode:
+            raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr}")
+
+    return run
 
 
 def whole_process(args) -> list[dict]:
@@ -350,14 +359,7 @@ def whole_process(args) -> list[dict]:
                                         "-o", str(tp_wav)],
                     "ref_decode": ref + [str(ecdc), str(ref_wav)],
                 }
-                timings = {k: [] for k in commands}
-                for rep in range(args.repeats + 1):  # the first round warms up
-                    for key, cmd in commands.items():
-                        if args.wait:
-                            wait_idle(args.idle_load, 600)
-                        t = run_timed(cmd)
-                        if rep:
-                            timings[key].append(t)
+                timings = alternate({k: command(c) for k, c in commands.items()}, args)
                 med = {k: statistics.median(v) for k, v in timings.items()}
                 rows.append({"name": name, "seconds": seconds, "median": med, "all": timings,
                              "tpk_bytes": tpk.stat().st_size, "ecdc_bytes": ecdc.stat().st_size})
@@ -423,17 +425,10 @@ def startup(args) -> None:
             f"tokpack decode (0.1 s, {name})": tok + ["decode", str(tpk), "-q", "-f", "-o",
                                                        str(Path(tmp) / "back.wav")],
         })
-        times = {k: [] for k in stages}
-        loads = []
-        for rep in range(args.repeats + 1):
-            for key, cmd in stages.items():
-                t = run_timed(cmd)
-                if rep:
-                    times[key].append(t)
-            if rep:
-                out = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True,
-                                     check=True, env=CHILD_ENV)
-                loads.append(float(out.stdout.split()[-1]))
+        times = alternate({k: command(c) for k, c in stages.items()}, args)
+        loads = [float(subprocess.run([sys.executable, "-c", load], capture_output=True,
+                                      text=True, check=True, env=CHILD_ENV).stdout.split()[-1])
+                 for _ in range(args.repeats)]
     print(f"start-up, fresh processes, median of {args.repeats} (s)\n")
     print("| stage | wall s |")
     print("|---|---:|")
@@ -462,16 +457,13 @@ def jobs_matrix(args) -> None:
             wavs.append(tmp / f"f{i:03d}.wav")
             sf.write(wavs[-1], x[i * n:(i + 1) * n], spec.sample_rate, subtype="PCM_16")
         tok = [sys.executable, "-m", "tokpack"]
-        times = {(c, step): [] for c in combos for step in ("encode", "decode")}
-        for rep in range(args.repeats + 1):
-            for j, t in combos:
-                opts = ["-j", str(j), "-T", str(t), "-f", "-q"]
-                enc = run_timed(tok + ["encode", *map(str, wavs), "-m", name, *opts])
-                dec = run_timed(tok + ["decode", *(str(w.with_suffix(".tpk")) for w in wavs),
-                                       *opts])
-                if rep:
-                    times[((j, t), "encode")].append(enc)
-                    times[((j, t), "decode")].append(dec)
+        runs = {}
+        for j, t in combos:
+            opts = ["-j", str(j), "-T", str(t), "-f", "-q"]
+            runs[((j, t), "encode")] = command(tok + ["encode", *map(str, wavs), "-m", name, *opts])
+            runs[((j, t), "decode")] = command(
+                tok + ["decode", *(str(w.with_suffix(".tpk")) for w in wavs), *opts])
+        times = alternate(runs, args)
     audio = args.files * args.seconds_each
     print(f"{args.files} files of {args.seconds_each:g} s ({name}), {os.cpu_count()} CPUs, "
           f"median of {args.repeats}\n")

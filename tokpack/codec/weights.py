@@ -25,6 +25,7 @@ import os
 import re
 import struct
 import sys
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -385,13 +386,10 @@ def load_state_dict(path: Path, *, verified: bool = False) -> dict[str, torch.Te
     try:
         with warnings.catch_warnings():  # torch's advice about pickle protocols is not ours
             warnings.simplefilter("ignore")
-            try:  # mapped, not read: the pages a tensor needs are read when it is used
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as exc:
-                if "mmap can only be used" not in str(exc):
-                    raise
-                # a file in torch's legacy format (or not torch's at all): read it whole
-                state = torch.load(path, map_location="cpu", weights_only=True)
+            # torch's zip format is mapped, not read (the pages a tensor needs are read
+            # when it is used); its legacy format (or a file not torch's) is read whole
+            state = torch.load(path, map_location="cpu", weights_only=True,
+                               mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # pickle, zip and unpickler errors all mean: not weights
         text = str(exc)
         found = _UNSUPPORTED_GLOBAL.search(text)

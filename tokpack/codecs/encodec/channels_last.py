@@ -143,13 +143,11 @@ class _Conv:
 
     def __call__(self, x):
         import torch.nn.functional as F
+        from encodec.modules.conv import get_extra_padding_for_conv1d
 
         k, s, d = self.k, self.s, self.d
         total = (k - 1) * d - (s - 1)
-        length = x.shape[-1]
-        # encodec.modules.conv.get_extra_padding_for_conv1d, the same expression
-        n_frames = (length - k + total) / s + 1
-        extra = (math.ceil(n_frames) - 1) * s + (k - total) - length
+        extra = get_extra_padding_for_conv1d(x, k, s, total)  # (it reads x.shape[-1] only)
         if self.causal:
             left, right = total, extra
         else:
@@ -157,11 +155,18 @@ class _Conv:
             left, right = total - right, right + extra
         if left or right:
             x = _pad(x, left, right, self.mode)
-        y = F.conv2d(x, self.weight, self.bias, stride=(1, s), dilation=(1, d))
-        if self.norm is not None:
-            groups, weight, bias, eps = self.norm
-            y = F.group_norm(y, groups, weight, bias, eps)
+        return _normed(F.conv2d(x, self.weight, self.bias, stride=(1, s), dilation=(1, d)),
+                       self.norm)
+
+
+def _normed(y, norm: tuple | None):
+    """NormConv1d's (or NormConvTranspose1d's) norm of y, if it has one."""
+    import torch.nn.functional as F
+
+    if norm is None:
         return y
+    groups, weight, bias, eps = norm
+    return F.group_norm(_cl(y), groups, weight, bias, eps)
 
 
 def _pad(x, left: int, right: int, mode: str):
@@ -193,28 +198,20 @@ class _ConvTranspose:
     the interleaved signal; the norm, then EnCodec's trimming."""
 
     def __init__(self, layer) -> None:
-        import torch
-
-        from tokpack.codecs.encodec.streaming import _weight
+        from tokpack.codecs.encodec.streaming import _tap_weight
 
         ct = layer.convtr.convtr
-        s = ct.stride[0]
+        s, cout = ct.stride[0], ct.out_channels
         if (ct.kernel_size[0] != 2 * s or ct.padding[0] != 0 or ct.groups != 1
                 or ct.dilation[0] != 1 or ct.output_padding[0] != 0):
             raise _Unsupported("transposed conv")
-        w = _weight(ct)  # [in, out, 2s]
-        cin, cout = w.shape[0], w.shape[1]
-        taps = torch.stack([w[:, :, s:], w[:, :, :s]], dim=-1)  # [in, out, s, 2]
-        self.weight = _cl(taps.permute(2, 1, 0, 3).reshape(s * cout, cin, 1, 2))
+        taps = _tap_weight(ct)  # [out * s, in, 2], row o * s + r
+        self.weight = _cl(taps.view(cout, s, -1, 2).transpose(0, 1).reshape(s * cout, -1, 1, 2))
         self.bias = None if ct.bias is None else ct.bias.detach().view(1, cout, 1, 1)
         self.s, self.cout = s, cout
-        total = 2 * s - s
-        if layer.causal:
-            right = math.ceil(total * layer.trim_right_ratio)
-            self.trim = (total - right, right)
-        else:
-            right = total // 2
-            self.trim = (total - right, right)
+        total = s  # kernel - stride
+        right = math.ceil(total * layer.trim_right_ratio) if layer.causal else total // 2
+        self.trim = (total - right, right)
         self.norm = _group_norm(layer.convtr.norm)
 
     def __call__(self, x):
@@ -227,9 +224,7 @@ class _ConvTranspose:
         y = y.permute(0, 2, 3, 1).reshape(b, 1, (n + 1) * self.s, self.cout).permute(0, 3, 1, 2)
         if self.bias is not None:
             y = y + self.bias
-        if self.norm is not None:  # NormConvTranspose1d's, on the untrimmed output
-            groups, weight, bias, eps = self.norm
-            y = F.group_norm(_cl(y), groups, weight, bias, eps)
+        y = _normed(y, self.norm)  # NormConvTranspose1d's, on the untrimmed output
         left, right = self.trim
         return y[..., left:y.shape[-1] - right]
 
