@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup test demo
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py tokpack/_kernels.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,metrics,plot,codecs,ray]'
