@@ -3,6 +3,8 @@
     python scripts/bench_entropy.py                       # test_24khz at 6 and 24 kbps
     python scripts/bench_entropy.py --model test_48khz --kbps 6 24 --lm
     python scripts/bench_entropy.py --json rows.ndjson
+    python scripts/bench_entropy.py --contexts           # where the bits are: conditional
+                                                         # entropies, every test model
 
 For each real corpus file (../shared/corpus/real) and bandwidth it encodes the audio once
 (test model, 2 threads), then codes the same tokens, chunk by chunk as containers do, with:
@@ -14,6 +16,21 @@ a speed anchor, not a quality one). Bounds, on the same tokens: the order-0 entr
 (per file and codebook, static, table not paid) and the order-1 entropy (H(x_t | x_t-1),
 same). Bytes are coded token bytes (chunk payloads without framing); speeds are tokens per
 second of the coder alone, and x real time = tokens/s over the tokens of one audio second.
+
+--contexts measures where the remaining bits are, on the same files' tokens, for each test
+model at its default and its highest bandwidth: the code length per token of c[k, t] (codebook
+k, frame t) given nothing (order 0), the coarser codebook's code in the same frame c[k-1, t],
+the previous frame's code c[k, t-1], and both. Two estimates each:
+- in-sample: the empirical conditional entropy of all files together (a bound that overfits:
+  with 1024 codes and 1024 contexts most (context, code) pairs are seen once);
+- held-out: 2-fold cross-validation over files (even/odd), the held-out file coded by an
+  adaptive model whose counts start from the training files' and grow as it codes:
+  P(s | ctx) = (n(ctx, s) + u * P_lower(s)) / (n(ctx) + u) with u = b x the number of distinct
+  codes seen in ctx (Witten-Bell: a context that has seen many codes backs off more; an
+  unseen one is P_lower), backing off from both contexts to the mean of the two single ones,
+  from each of those to order 0, and from order 0 (additive 1/2) to uniform: what a coder
+  with a trained prior and adaptation can reach.
+Codebook 0 has no coarser codebook: its "coarser" and "both" rows use what is left.
 """
 
 from __future__ import annotations
@@ -21,7 +38,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +66,157 @@ def bounds(tokens: np.ndarray, size: int) -> tuple[float, float]:
     return o0 / 8, o1 / 8
 
 
+def conditional_bits(rows: list[np.ndarray], size: int) -> dict[str, float]:
+    """In-sample empirical code length, bits summed over all tokens, of [K, T] code arrays
+    (one per stream of each file), per context kind (see the module's doc)."""
+    counts = {kind: {} for kind in CONTEXTS}
+    for codes in rows:
+        codes = codes.astype(np.int64)
+        for k in range(codes.shape[0]):
+            for kind, ctx in _contexts(codes, k, size).items():
+                table = counts[kind].setdefault(k, [])
+                table.append(ctx * size + codes[k])
+    bits = {}
+    for kind, per_k in counts.items():
+        total = 0.0
+        for parts in per_k.values():
+            joint = np.concatenate(parts)
+            pairs = np.unique(joint, return_counts=True)[1]
+            ctx_counts = np.unique(joint // size, return_counts=True)[1]
+            total += entropy_bits(pairs) - entropy_bits(ctx_counts)
+        bits[kind] = total
+    return bits
+
+
+CONTEXTS = ("order0", "coarser", "previous", "both")
+
+
+def _contexts(codes: np.ndarray, k: int, size: int) -> dict[str, np.ndarray]:
+    """Each context kind's context number per frame of codebook k (0: none). The previous
+    frame of frame 0 and the coarser codebook of codebook 0 are the extra value ``size``."""
+    t = codes.shape[1]
+    prev = np.concatenate([[size], codes[k, :-1]]) if t else codes[k]
+    coarser = codes[k - 1] if k else np.full(t, size)
+    return {"order0": np.zeros(t, np.int64), "coarser": coarser, "previous": prev,
+            "both": coarser * (size + 1) + prev}
+
+
+class _Adaptive:
+    """Counts of (context, code) for one codebook and one context kind, and the backoff
+    probability of a code (see the module's doc)."""
+
+    def __init__(self, strength: float) -> None:
+        self.b = strength
+        self.pairs: dict[tuple[int, int], int] = {}
+        self.ctx: dict[int, int] = {}
+        self.distinct: dict[int, int] = {}
+
+    def add(self, c: int, s: int) -> None:
+        seen = self.pairs.get((c, s), 0)
+        if not seen:
+            self.distinct[c] = self.distinct.get(c, 0) + 1
+        self.pairs[c, s] = seen + 1
+        self.ctx[c] = self.ctx.get(c, 0) + 1
+
+    def p(self, c: int, s: int, lower: float) -> float:
+        n = self.ctx.get(c, 0)
+        if not n:
+            return lower
+        u = self.b * self.distinct[c]
+        return (self.pairs.get((c, s), 0) + u * lower) / (n + u)
+
+
+def held_out_bits(train: list[np.ndarray], test: list[np.ndarray], size: int,
+                  strength: float) -> dict[str, float]:
+    """Bits to code the ``test`` arrays ([K, T] each) with adaptive backoff models trained
+    on ``train`` and updated while coding (counts carried from file to file: the test files
+    are coded one after another, as one long stream would be)."""
+    n_k = max(a.shape[0] for a in train + test)
+    models = [{kind: _Adaptive(strength) for kind in CONTEXTS} for _ in range(n_k)]
+    for codes in train:
+        codes = codes.astype(np.int64)
+        for k in range(codes.shape[0]):
+            ctx = _contexts(codes, k, size)
+            m = models[k]
+            for i, s in enumerate(codes[k].tolist()):
+                for kind in CONTEXTS:
+                    m[kind].add(int(ctx[kind][i]), s)
+    bits = dict.fromkeys(CONTEXTS, 0.0)
+    log2 = np.log2
+    for codes in test:
+        codes = codes.astype(np.int64)
+        for k in range(codes.shape[0]):
+            ctx = {kind: v.tolist() for kind, v in _contexts(codes, k, size).items()}
+            m = models[k]
+            o0, co, pr, bo = (m[kind] for kind in CONTEXTS)
+            total = dict.fromkeys(CONTEXTS, 0.0)
+            for i, s in enumerate(codes[k].tolist()):
+                c_co, c_pr, c_bo = ctx["coarser"][i], ctx["previous"][i], ctx["both"][i]
+                p0 = (o0.pairs.get((0, s), 0) + 0.5) / (o0.ctx.get(0, 0) + 0.5 * size)
+                p_co = co.p(c_co, s, p0)
+                p_pr = pr.p(c_pr, s, p0)
+                p_bo = bo.p(c_bo, s, 0.5 * (p_co + p_pr))
+                total["order0"] -= log2(p0)
+                total["coarser"] -= log2(p_co)
+                total["previous"] -= log2(p_pr)
+                total["both"] -= log2(p_bo)
+                o0.add(0, s)
+                co.add(c_co, s)
+                pr.add(c_pr, s)
+                bo.add(c_bo, s)
+            for kind in CONTEXTS:
+                bits[kind] += total[kind]
+    return bits
+
+
+def tokens_of(path: Path, loaded, kbps: float, threads: int):
+    """The container (bit-packed) of ``path`` encoded by ``loaded`` at ``kbps``, read back."""
+    from tokpack.codec import engine
+    from tokpack.formats import read_container
+
+    buffer = io.BytesIO()
+    engine.encode(path, buffer, model=loaded, bandwidth=kbps, threads=threads, coder="pack")
+    buffer.seek(0)
+    return read_container(buffer)
+
+
+def contexts_table(args) -> None:
+    """--contexts: the conditional-entropy table (module doc)."""
+    from tokpack.codec.weights import load_model
+
+    files = sorted(CORPUS.glob("*.wav"))
+    print(f"{len(files)} files of {CORPUS}; bits per token; held-out: 2-fold over files, "
+          f"Witten-Bell backoff x {args.strength:g}\n")
+    print("| model | kbps | codebooks | tokens | estimate | order 0 | coarser c[k-1,t] | "
+          "previous c[k,t-1] | both | both / order 0 |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for name in args.models:
+        loaded = load_model(name)
+        spec = loaded.spec
+        rates = sorted({spec.default_bandwidth, max(spec.bandwidths)})
+        for kbps in rates:
+            per_file = []
+            for path in files:
+                container = tokens_of(path, loaded, kbps, args.threads)
+                size = container.header.codebook_size
+                per_file.append(list(container.tokens))  # one [K, T] array per stream
+            arrays = [a for streams in per_file for a in streams]
+            tokens = sum(a.size for a in arrays)
+            results = {"in-sample": conditional_bits(arrays, size)}
+            held = dict.fromkeys(CONTEXTS, 0.0)
+            for fold in (0, 1):
+                train = [a for i, st in enumerate(per_file) if i % 2 != fold for a in st]
+                test = [a for i, st in enumerate(per_file) if i % 2 == fold for a in st]
+                for kind, v in held_out_bits(train, test, size, args.strength).items():
+                    held[kind] += v
+            results["held-out"] = held
+            k = arrays[0].shape[0]
+            for label, bits in results.items():
+                print(f"| {name} | {kbps:g} | {k} | {tokens} | {label} | "
+                      + " | ".join(f"{bits[kind] / tokens:.3f}" for kind in CONTEXTS)
+                      + f" | {bits['both'] / bits['order0']:.3f} |", flush=True)
+
+
 def timed(fn, *args):
     t0 = time.perf_counter()
     out = fn(*args)
@@ -64,12 +231,22 @@ def main() -> int:
     ap.add_argument("--lm", action="store_true", help="also EnCodec's LM coder (slow)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write one JSON object per row here")
+    ap.add_argument("--contexts", action="store_true",
+                    help="conditional entropies of every test model's tokens (module doc)")
+    ap.add_argument("--models", nargs="+",
+                    default=["test_24khz", "test_48khz", "test_mimi", "test_dac_44khz"],
+                    help="with --contexts")
+    ap.add_argument("--strength", type=float, default=1.0,
+                    help="with --contexts: the backoff strength b (x distinct codes seen)")
     args = ap.parse_args()
+    if args.contexts:
+        sys.path.insert(0, str(REPO))
+        contexts_table(args)
+        return 0
 
-    from tokpack.codec import engine
     from tokpack.codec.priors import default_prior
     from tokpack.codec.weights import load_model
-    from tokpack.formats import coding, ctx, read_container, spec
+    from tokpack.formats import coding, ctx, spec
     from tokpack.formats.prior import uniform_prior
 
     loaded = load_model(args.model)
@@ -95,11 +272,7 @@ def main() -> int:
     for kbps in args.kbps:
         tot = totals.setdefault(kbps, dict.fromkeys(cols + ["tokens", "seconds"], 0.0))
         for path in files:
-            buffer = io.BytesIO()
-            engine.encode(path, buffer, model=loaded, bandwidth=kbps, threads=args.threads,
-                          coder="pack")
-            buffer.seek(0)
-            container = read_container(buffer)
+            container = tokens_of(path, loaded, kbps, args.threads)
             header, tokens = container.header, container.tokens
             size, bits = header.codebook_size, header.bits_per_code
             n_q = header.n_codebooks
