@@ -184,8 +184,8 @@ class _Norm:
             self.bias64 = self.bias.double().cpu().numpy()
 
     def __call__(self, y, trim: tuple[int, int] = (0, 0)):
-        """The norm of y [1, C, 1, T] (channels-last), then ``trim`` samples cut from its
-        ends: a _Normed when the kernels can compute it, else a tensor."""
+        """The norm of each row of y [B, C, 1, T] (channels-last), then ``trim`` samples
+        cut from its ends: a _Normed when the kernels can compute it, else a tensor."""
         import torch
         import torch.nn.functional as F
 
