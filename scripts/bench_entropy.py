@@ -12,10 +12,15 @@ bit-packing (PACK), the zstd mode (the smaller of PACK_ZSTD and PLANES_ZSTD per 
 `--entropy zstd|planes|auto` did before CTX), CTX with the uniform prior, CTX with the
 model's shipped prior (tokpack/priors, trained on synthetic audio that shares nothing with
 the corpus), and with --lm EnCodec's LM coder (a seeded random LM for the test models:
-a speed anchor, not a quality one). Bounds, on the same tokens: the order-0 entropy
+a speed anchor, not a quality one); the same two CTX priors with the models carried from
+chunk to chunk (coder 4, a keyframe every 60 s as encode does: "carry_*"); and the whole
+default container (`--entropy auto`, carried models, header to END: "file_*"). Bounds, on
+the same tokens: the order-0 entropy
 (per file and codebook, static, table not paid) and the order-1 entropy (H(x_t | x_t-1),
 same). Bytes are coded token bytes (chunk payloads without framing); speeds are tokens per
 second of the coder alone, and x real time = tokens/s over the tokens of one audio second.
+--concat codes all files' tokens as one long recording (the corpus files are 5-18 s: one or
+two chunks each), --chunk-frames N cuts chunks of N frames (3: live packets).
 
 --contexts measures where the remaining bits are, on the same files' tokens, for each test
 model at its default and its highest bandwidth: the code length per token of c[k, t] (codebook
@@ -36,6 +41,7 @@ Codebook 0 has no coarser codebook: its "coarser" and "both" rows use what is le
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import sys
@@ -231,6 +237,10 @@ def main() -> int:
     ap.add_argument("--lm", action="store_true", help="also EnCodec's LM coder (slow)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="also write one JSON object per row here")
+    ap.add_argument("--concat", action="store_true",
+                    help="code the files' tokens one after another, as one long recording")
+    ap.add_argument("--chunk-frames", type=int, default=0,
+                    help="frames per chunk instead of the model's (3: live packets of 40 ms)")
     ap.add_argument("--contexts", action="store_true",
                     help="conditional entropies of every test model's tokens (module doc)")
     ap.add_argument("--models", nargs="+",
@@ -246,8 +256,9 @@ def main() -> int:
 
     from tokpack.codec.priors import default_prior
     from tokpack.codec.weights import load_model
-    from tokpack.formats import coding, ctx, spec
+    from tokpack.formats import coding, ctx, dumps, spec
     from tokpack.formats.prior import uniform_prior
+    from tokpack.formats.writer import keyframe_chunks
 
     loaded = load_model(args.model)
     model_spec = loaded.spec
@@ -263,57 +274,77 @@ def main() -> int:
                                           write_checksum=False)
     out = open(args.json, "w") if args.json else None
     files = sorted(CORPUS.glob("*.wav"))
-    cols = ["pack", "zstd", "ctx_uniform", "ctx_prior", *(["encodec_lm"] if lm else []),
-            "order0", "order1"]
+    cols = ["pack", "zstd", "ctx_uniform", "ctx_prior", "carry_uniform", "carry_prior",
+            "file_uniform", "file_prior", *(["encodec_lm"] if lm else []), "order0", "order1"]
     print("| file | kbps | tokens | " + " | ".join(cols) + " | ctx_prior/order0 |")
     print("|---|---:|---:|" + "---:|" * (len(cols) + 1))
     totals: dict[float, dict[str, float]] = {}
     speeds: dict[tuple[str, float], list[float]] = {}
     for kbps in args.kbps:
         tot = totals.setdefault(kbps, dict.fromkeys(cols + ["tokens", "seconds"], 0.0))
-        for path in files:
-            container = tokens_of(path, loaded, kbps, args.threads)
+        items = [(path.name, tokens_of(path, loaded, kbps, args.threads)) for path in files]
+        if args.concat:  # one long recording made of all the files, one after another
+            first = items[0][1]
+            items = [("all files, concatenated", dataclasses.replace(
+                first, tokens=np.concatenate([c.tokens for _, c in items], axis=2)))]
+        for name, container in items:
             header, tokens = container.header, container.tokens
             size, bits = header.codebook_size, header.bits_per_code
             n_q = header.n_codebooks
-            per = header.frames_per_chunk
+            per = args.chunk_frames or header.frames_per_chunk
+            whole_files = not (args.concat or args.chunk_frames)  # whole containers to write
             row = dict.fromkeys(cols, 0.0)
+            keyframe = keyframe_chunks(dataclasses.replace(header, frames_per_chunk=per)
+                                       if args.chunk_frames and not header.segmented else header)
+            carries = {name: ctx.Carry(size, header.n_streams, n_q) for name in ("uniform", "prior")}
             for start in range(0, tokens.shape[2], per):
                 chunk = np.ascontiguousarray(tokens[:, :, start : start + per])
                 row["pack"] += len(coding.pack(chunk.ravel(), bits))
                 row["zstd"] += min(len(coding.encode(chunk, bits, name, compressor)[1])
                                    for name in ("zstd", "planes"))
-                for name, prior in (("ctx_uniform", uniform_prior(size, n_q)),
-                                    ("ctx_prior", shipped)):
+                for kind, prior in (("uniform", uniform_prior(size, n_q)), ("prior", shipped)):
                     if prior is None:
-                        row[name] = float("nan")
+                        row[f"ctx_{kind}"] = row[f"carry_{kind}"] = float("nan")
                         continue
-                    data, t_enc = timed(ctx.encode, chunk, prior, size)
-                    back, t_dec = timed(ctx.decode, data, chunk.shape, prior, size)
-                    assert back is not None and np.array_equal(back, chunk), (path, name)
-                    row[name] += len(data)
-                    speeds.setdefault((f"{name} encode", kbps), []).append(chunk.size / t_enc)
-                    speeds.setdefault((f"{name} decode", kbps), []).append(chunk.size / t_dec)
+                    for col, carry in ((f"ctx_{kind}", None), (f"carry_{kind}", carries[kind])):
+                        fresh = carry is None or start // per % keyframe == 0
+                        rows = None if fresh else carry.begin(prior)
+                        data, t_enc = timed(ctx.encode, chunk, prior, size, rows)
+                        back, t_dec = timed(ctx.decode, data, chunk.shape, prior, size,
+                                            None if fresh else carry.begin(prior))
+                        assert back is not None and np.array_equal(back, chunk), (name, col)
+                        if carry is not None:
+                            carry.end(chunk, spec.Coder.CTX if fresh else spec.Coder.CTX_CARRY,
+                                      rows)
+                        row[col] += len(data)
+                        speeds.setdefault((f"{col} encode", kbps), []).append(chunk.size / t_enc)
+                        speeds.setdefault((f"{col} decode", kbps), []).append(chunk.size / t_dec)
                 if lm is not None:
                     for s in range(chunk.shape[0]):
                         data, t_enc = timed(lm_encode, lm, chunk[s])
                         back, t_dec = timed(lm_decode, lm, data, n_q, chunk.shape[2])
-                        assert np.array_equal(back, chunk[s]), (path, "lm")
+                        assert np.array_equal(back, chunk[s]), (name, "lm")
                         row["encodec_lm"] += len(data)
                         speeds.setdefault(("encodec_lm encode", kbps), []).append(
                             chunk[s].size / t_enc)
                         speeds.setdefault(("encodec_lm decode", kbps), []).append(
                             chunk[s].size / t_dec)
+            for kind, prior in (("uniform", uniform_prior(size, n_q)), ("prior", shipped)):
+                # the whole default container (coder auto, carried models), header to END
+                row[f"file_{kind}"] = float("nan") if prior is None or not whole_files else len(dumps(
+                    header, tokens, scales=container.scales,
+                    segment_frames=container.segment_frames, prior=prior,
+                    keyframe=keyframe))
             row["order0"], row["order1"] = bounds(tokens, size)
             ratio = row["ctx_prior"] / row["order0"]
-            print(f"| {path.stem} | {kbps:g} | {tokens.size} | "
+            print(f"| {name} | {kbps:g} | {tokens.size} | "
                   + " | ".join(f"{row[c]:.0f}" for c in cols) + f" | {ratio:.3f} |", flush=True)
             for c in cols:
                 tot[c] += row[c]
             tot["tokens"] += tokens.size
             tot["seconds"] += tokens.shape[2] / header.frame_rate
             if out:
-                out.write(json.dumps({"file": path.name, "model": model_spec.name, "kbps": kbps,
+                out.write(json.dumps({"file": name, "model": model_spec.name, "kbps": kbps,
                                       "tokens": int(tokens.size), **row}) + "\n")
     print()
     print("| kbps | " + " | ".join(cols) + " |  (fraction of pack)")

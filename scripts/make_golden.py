@@ -126,6 +126,23 @@ def golden_vectors() -> dict[str, bytes]:
     pack_tokens(rng.integers(0, 4096, (2, 3, 20)), buffer, codebook_size=4096, frame_rate=21.5,
                 codec="snac", coder="zstd")
     vectors["tokens_only.tpk"] = buffer.getvalue()
+
+    # Version 1.4, carried models: a longer walk in chunks of 16 frames with golden.tpp, a
+    # keyframe every 3 chunks (coders 3, 4, 4, 3, 4, 4, 3): each coder-4 chunk starts from
+    # the counts, rank counts and last code the chunk before it left.
+    long_walk = np.cumsum(rng.integers(-1, 2, (2, 100)), axis=1) % 16
+    carried = _header(codebook_size=16, frames_per_chunk=16, source_frames=32_000,
+                      model_samples=32_000)
+    vectors["ctx_carry.tpk"] = dumps(carried, long_walk, coder="ctx", prior=golden_prior(),
+                                     keyframe=3)
+    # ... and halving: one codebook of 4 codes, 3040 frames in chunks of 600, a keyframe
+    # every 4 chunks (coders 3, 4, 4, 4, 3, 4): the mass passes 2048 in chunk 3, whose
+    # counts are halved there; the codes' frequencies change halfway.
+    skew = np.concatenate([rng.choice(4, 1520, p=[0.7, 0.2, 0.08, 0.02]),
+                           rng.choice(4, 1520, p=[0.05, 0.15, 0.2, 0.6])])[np.newaxis]
+    halving = _header(codebook_size=4, n_codebooks=1, frames_per_chunk=600,
+                      source_frames=3040 * 320, model_samples=3040 * 320)
+    vectors["ctx_halving.tpk"] = dumps(halving, skew, coder="ctx", keyframe=4)
     return vectors
 
 

@@ -41,7 +41,7 @@ def test_entropy_choices_decode_to_the_same_audio(clips, tmp_path):
         coders = {c.coder for c in ContainerReader(tpk)}
         if entropy in ("ctx", "pack"):
             assert coders == {Coder.CTX if entropy == "ctx" else Coder.PACK}
-        assert (read_header(tpk).version_minor == 1) == (entropy in ("auto", "ctx"))
+        assert (read_header(tpk).version_minor == 4) == (entropy in ("auto", "ctx"))
         wav = tmp_path / f"{entropy}.wav"
         assert runner.invoke(app, ["decode", str(tpk), "-o", str(wav), "-q"]).exit_code == 0
         audio[entropy] = wav.read_bytes()

@@ -86,7 +86,8 @@ def test_json_of_a_golden_file_is_exact():
         "compression_ratio": 3200 / 229,
         "token_bytes": 13,
         "overhead_bytes": 216,
-        "coders": {"pack": 2, "pack_zstd": 0, "planes_zstd": 0, "ctx": 0},
+        "coders": {"pack": 2, "pack_zstd": 0, "planes_zstd": 0, "ctx": 0, "ctx_carry": 0},
+        "ctx_keyframe": 1,
         "codebooks": obj["codebooks"],
     }
     assert len(obj["weights_sha256"]) == 64

@@ -52,7 +52,7 @@ def test_every_shape(shape, codebook_size):
     back = packing.unpack(io.BytesIO(data), dtype="int64")
     assert back.dtype == np.int64 and back.shape == array.shape and np.array_equal(back, array)
     header = read_header(io.BytesIO(data))
-    assert header.tokens_only and header.model_id == "snac" and header.version_minor == 2
+    assert header.tokens_only and header.model_id == "snac" and header.version_minor == 4  # 1.4: carried CTX models
     assert bool(header.flags & spec.Flags.STREAM_AXIS) == (len(shape) == 3)
 
 

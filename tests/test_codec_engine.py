@@ -145,7 +145,7 @@ def test_header_fields(test_24khz, signals):
         model_channels=1, source_sample_rate=44_100, source_channels=2, n_streams=1,
         channel_mode=ChannelMode.DOWNMIX, segment_length=0, segment_stride=0,
         frames_per_chunk=750, resampler=Resampler.SINC_HANN, source_frames=4410,
-        model_samples=2400, version_minor=1, prior_sha256=h.prior_sha256)
+        model_samples=2400, version_minor=4, prior_sha256=h.prior_sha256, ctx_keyframe=6)
     assert (er.model, er.bandwidth_kbps, er.n_codebooks, er.channel_mode) == (
         "test_24khz", 1.5, 2, "downmix")
     assert er.weights_sha256 == test_24khz.weights_sha256.hex()

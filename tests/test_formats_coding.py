@@ -60,18 +60,30 @@ def test_pack_round_trip(bits, seed, n):
     coder=st.sampled_from(list(Coder)),
 )
 def test_coder_round_trip(bits, seed, n, coder):
-    values = np.random.default_rng(seed).integers(0, 2**bits, (1, 1, n)).astype(np.uint16)
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 2**bits, (1, 1, n)).astype(np.uint16)
     name = {Coder.PACK: "pack", Coder.PACK_ZSTD: "zstd", Coder.PLANES_ZSTD: "planes",
-            Coder.CTX: "ctx"}[coder]
-    prior = uniform_prior(2**bits, 1) if coder == Coder.CTX else None
-    used, data = encode(values, bits, name, COMPRESSOR, prior=prior, codebook_size=2**bits)
-    if coder == Coder.CTX and len(ctx.encode(values, prior, 2**bits)) < ctx.min_bytes(values.shape, 2**bits):
-        assert used != Coder.CTX  # under CTX's floor: what auto picks among coders 0-2
+            Coder.CTX: "ctx", Coder.CTX_CARRY: "ctx"}[coder]
+    ctx_coder = coder in (Coder.CTX, Coder.CTX_CARRY)
+    prior = uniform_prior(2**bits, 1) if ctx_coder else None
+    carry = None
+    if coder == Coder.CTX_CARRY:  # carried on from a chunk before
+        carry = ctx.Carry(2**bits, 1, 1)
+        carry.end(rng.integers(0, 2**bits, (1, 1, 20)).astype(np.uint16), Coder.PACK)
+    rows = None if carry is None else carry.begin(prior)
+    used, data = encode(values, bits, name, COMPRESSOR, prior=prior, codebook_size=2**bits,
+                        rows=rows)
+    alone = ctx_coder and ctx.encode(values, prior, 2**bits,
+                                     None if carry is None else carry.begin(prior))
+    if ctx_coder and len(alone) < ctx.min_bytes(values.shape, 2**bits):
+        assert used not in (Coder.CTX, Coder.CTX_CARRY)  # under the floor: auto among 0-2
         assert (used, data) == encode(values, bits, "auto", COMPRESSOR)
     else:
         assert used == coder
+        assert not ctx_coder or data == alone
     decoded = decode(used, data, values.shape, bits, offset=0, context="test", prior=prior,
-                     codebook_size=2**bits)
+                     codebook_size=2**bits,
+                     rows=carry.begin(prior) if used == Coder.CTX_CARRY else None)
     assert np.array_equal(decoded, values.ravel())
 
 

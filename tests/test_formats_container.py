@@ -354,7 +354,7 @@ def test_writer_api_misuse():
     with pytest.raises(ValueError, match="coder"):
         ContainerWriter(io.BytesIO(), make_header(), coder="brotli")
     with pytest.raises(ValueError, match="minor"):
-        ContainerWriter(io.BytesIO(), make_header(version_minor=4))  # 1.4 is not known yet
+        ContainerWriter(io.BytesIO(), make_header(version_minor=5))  # 1.5 is not known yet
     with pytest.raises(ValueError, match="another prior"):
         ContainerWriter(io.BytesIO(), make_header(version_minor=1, prior_sha256=b"x" * 32),
                         prior=uniform_prior(1024, 4))

@@ -149,7 +149,7 @@ def splice_before_end(data: bytes, chunk: bytes) -> bytes:
 @pytest.mark.parametrize("name", NAMES)
 def test_optional_chunks_are_skipped(name):
     data = golden(name)
-    extra = frame_chunk(0x80, 7, 9, b"a future writer's notes") + frame_chunk(0xFF, 0, 0, b"")
+    extra = frame_chunk(0x90, 7, 9, b"a future writer's notes") + frame_chunk(0xFF, 0, 0, b"")
     spliced = splice_before_end(data, extra)
     original, read = loads(data, priors=PRIORS), loads(spliced, priors=PRIORS)
     assert np.array_equal(read.tokens, original.tokens)
@@ -220,3 +220,21 @@ def test_tokens_only_content():
     assert (header.version_minor, header.model_id, header.frame_rate) == (2, "snac", 21.5)
     array = unpack(DATA / "tokens_only.tpk")
     assert array.shape == (2, 3, 20) and array.dtype == np.uint16 and array.max() < 4096
+
+
+def test_carried_models_content(monkeypatch):
+    """Version 1.4: coder 4 between keyframes; the halving vector depends on its halving."""
+    from tokpack.formats import ContainerReader
+
+    for name, keyframe, coders in (("ctx_carry.tpk", 3, [3, 4, 4, 3, 4, 4, 3]),
+                                   ("ctx_halving.tpk", 4, [3, 4, 4, 4, 3, 4])):
+        with ContainerReader(DATA / name, priors=PRIORS) as reader:
+            assert (reader.header.version_minor, reader.header.ctx_keyframe) == (4, keyframe)
+            assert reader.header.header_size == spec.HEADER_SIZE_1_4
+            assert [int(chunk.coder) for chunk in reader] == coders
+    container = read_container(DATA / "ctx_halving.tpk")
+    monkeypatch.setattr(spec, "CTX_HALVE_ABOVE", 1 << 30)  # no halving: other bytes
+    from tokpack.formats import dumps
+
+    unhalved = dumps(container.header, container.tokens, coder="ctx", keyframe=4)
+    assert len(unhalved) > len(golden("ctx_halving.tpk"))  # the codes' frequencies shift

@@ -328,7 +328,28 @@ def test_format_md_matches_spec_module():
         r"^\| (\d+) \| (\d+) \| \w+ \| `(\w+)` \|", text.split("## Header")[1].split("###")[0], re.M
     )
     documented = {name: (int(offset), int(size)) for offset, size, name in rows}
-    for name, offset, code in spec.HEADER_FIELDS + spec.HEADER_FIELDS_1_1:
+    for name, offset, code in spec.HEADER_FIELDS + spec.HEADER_FIELDS_1_1 + spec.HEADER_FIELDS_1_4:
         if not name.startswith("reserved"):
             assert documented.pop(name) == (offset, struct.calcsize("<" + code)), name
-    assert documented == {"header_crc32": (spec.HEADER_SIZE_1_1 - 4, 4)}
+    assert documented == {"header_crc32": (spec.HEADER_SIZE_1_4 - 4, 4)}
+
+
+def test_version_1_4_header_holds_the_keyframe_interval():
+    header = make_header(version_minor=4, ctx_keyframe=6)
+    data = header.to_bytes()
+    assert len(data) == spec.HEADER_SIZE_1_4 == 172 and data[164:168] == b"\x06\x00\x00\x00"
+    assert Header.from_bytes(data) == header and Header.from_bytes(data).ctx_keyframe == 6
+    assert make_header(version_minor=4).ctx_keyframe == 1  # 1: every chunk stands alone
+    with pytest.raises(FieldOutOfRange, match="needs version 1.4") as info:
+        make_header(version_minor=3, ctx_keyframe=6)
+    assert info.value.field == "ctx_keyframe"
+    for offset, value, field in ((164, 0, "ctx_keyframe"), (166, 1, "reserved_166")):
+        with pytest.raises(FieldOutOfRange) as info:
+            Header.from_bytes(patched(data, offset, "<H", value))
+        assert (info.value.field, info.value.offset) == (field, offset)
+    short = bytearray(make_header(version_minor=1).to_bytes())
+    short[9] = 4  # a 1.4 header must have room for ctx_keyframe
+    short[-4:] = struct.pack("<I", zlib.crc32(short[:-4]))
+    with pytest.raises(FieldOutOfRange) as info:
+        Header.from_bytes(bytes(short))
+    assert info.value.field == "header_size" and "at least 172" in str(info.value)

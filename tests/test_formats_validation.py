@@ -137,9 +137,33 @@ def test_only_the_last_chunk_may_be_short():
 
 
 def test_unknown_coder():
-    chunk = frame_chunk(spec.ChunkType.TOKENS, 4, 1, b"\0\0\0")
+    chunk = frame_chunk(spec.ChunkType.TOKENS, 5, 1, b"\0\0\0")
     error = rejected(HEADER.to_bytes() + chunk, UnsupportedFeature, "param")
-    assert error.offset == FIRST + 1 and "coder 4" in str(error)
+    assert error.offset == FIRST + 1 and "coder 5" in str(error)
+
+
+def test_ctx_carry_needs_a_version_1_4_header():
+    header = dataclasses.replace(HEADER, version_minor=3)
+    full = HEADER.frames_per_chunk
+    chunks = (frame_chunk(spec.ChunkType.TOKENS, Coder.PACK, full, bytes(full * 20 // 8))
+              + frame_chunk(spec.ChunkType.TOKENS, Coder.CTX_CARRY, 1, bytes(64)))
+    error = rejected(header.to_bytes() + chunks, FieldOutOfRange, "param")
+    assert "version 1.4" in str(error)
+
+
+def test_ctx_carry_is_refused_at_a_keyframe():
+    """Chunk 0, and every chunk whose index is a multiple of ctx_keyframe, starts afresh."""
+    for keyframe, at in ((1, 1), (3, 0), (3, 3)):
+        header = dataclasses.replace(HEADER, version_minor=4, prior_sha256=bytes(32),
+                                     ctx_keyframe=keyframe)
+        data = header.to_bytes()
+        for i in range(at):
+            data += frame_chunk(spec.ChunkType.TOKENS, Coder.PACK, HEADER.frames_per_chunk,
+                                bytes(HEADER.frames_per_chunk * 20 // 8))
+        offset = len(data)
+        data += frame_chunk(spec.ChunkType.TOKENS, Coder.CTX_CARRY, 1, bytes(64))
+        error = rejected(data, FieldOutOfRange, "param")
+        assert error.offset == offset + 1 and "keyframe" in str(error), (keyframe, at)
 
 
 def test_ctx_needs_a_version_1_1_header():

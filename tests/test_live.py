@@ -55,7 +55,7 @@ def test_live_codes_equal_offline_and_lengths_are_exact(test_24khz, signals, n):
     sf.write(wav, x, 24_000, subtype="PCM_16", format="WAV")
     data = live_container(stream_wav(x, 24_000), test_24khz)
     live = read_container(io.BytesIO(data))
-    assert live.header.version_minor == 3 and live.header.frames_per_chunk == 3
+    assert live.header.version_minor == 4 and live.header.frames_per_chunk == 3
     assert live.trailer.source_frames == n
     want = offline_tokens(wav.getvalue(), test_24khz)
     assert live.tokens.shape == want.shape

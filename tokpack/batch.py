@@ -351,6 +351,7 @@ class EncodeOptions:
     lm_weights: str | None = None
     coder: str = "auto"  # --entropy
     prior: str | None = None  # --prior: a .tpp path, "uniform", or None for the default
+    keyframe: float | None = None  # --keyframe: seconds between fresh CTX models (None: 60)
     live: bool = False  # --live: encode as the audio arrives (codec.live)
     packet_ms: float = 40.0  # --packet: audio per container chunk, live
     raw_rate: int | None = None  # --raw --raw-rate: headerless 16-bit PCM input at this rate
@@ -379,12 +380,16 @@ class EncodeOptions:
             self.raw_format()
         except TokpackError as exc:
             raise UsageError(str(exc)) from None
+        if self.keyframe is not None and not self.keyframe >= 0:
+            raise UsageError(f"--keyframe must be >= 0 seconds, got {self.keyframe}")
         if self.container == "ecdc":
             from tokpack.codecs.encodec.ecdc import check_ecdc_options
 
             check_ecdc_options(coder=self.coder, channels=self.channels)
             if self.prior is not None:
                 raise UsageError("--prior is for .tpk containers (CTX coding)")
+            if self.keyframe is not None:
+                raise UsageError("--keyframe is for .tpk containers (CTX coding)")
         else:
             from tokpack.codec.priors import check_tpk_options
 
@@ -625,6 +630,7 @@ def encode_job(options: EncodeOptions, job: Job, progress=None) -> JobResult:
                 threads=1 if options.threads is None else options.threads,
                 channels=options.channels, coder=options.coder, prior=options.prior,
                 packet_ms=options.packet_ms, raw=options.raw_format(), overwrite=options.force,
+                keyframe=options.keyframe,
             )
             return JobResult(job.source, None if job.dest is None else str(job.dest), "ok",
                              bytes_in=r.bytes_in, bytes_out=r.bytes_out, duration_s=r.duration_s,
@@ -641,6 +647,7 @@ def encode_job(options: EncodeOptions, job: Job, progress=None) -> JobResult:
             device=options.device, threads=options.threads, channels=options.channels,
             container=options.container, lm_weights=options.lm_weights, coder=options.coder,
             prior=options.prior, overwrite=options.force, progress=progress, raw=raw,
+            keyframe=options.keyframe,
         )
         return JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,

@@ -49,7 +49,7 @@ def _rows(files: Sequence[np.ndarray], k: int, frames_per_chunk: int):
 
 def _rank_counts(row: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     n = neighbours.shape[1]
-    ranks = ctx._ranks(row, neighbours)
+    ranks = ctx._ranks(row, np.concatenate([[-1], row[:-1]]), neighbours)
     return np.bincount(ranks[ranks < n], minlength=n)
 
 

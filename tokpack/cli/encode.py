@@ -83,12 +83,20 @@ def encode_command(
             help="CTX prior: a .tpp file, or 'uniform' (default: the one made for the weights).",
         ),
     ] = None,
+    keyframe: Annotated[
+        Optional[float],
+        typer.Option(
+            "--keyframe",
+            metavar="SECONDS",
+            help="Restart the carried CTX models every SECONDS (default 60; 0: every chunk).",
+        ),
+    ] = None,
     live: opt.Live = False,
     packet: Annotated[
         int, typer.Option("--packet", metavar="MS", help="With --live: audio per packet, in whole frames.")
     ] = 40,
     raw: Annotated[
-        bool, typer.Option("--raw", help="Input is headerless 16-bit little-endian PCM.")
+        bool, typer.Option("--raw", help="Input is raw 16-bit little-endian PCM.")
     ] = False,
     raw_rate: Annotated[
         Optional[int], typer.Option("--raw-rate", metavar="HZ", help="--raw input's rate (default: the model's).")
@@ -117,6 +125,7 @@ def encode_command(
     options = EncodeOptions(
         model=model, bandwidth=bandwidth, weights=None if weights is None else str(weights), device=device.value,
         channels=channels.value, force=force, container=file_format.value, coder=entropy.value, prior=prior,
+        keyframe=keyframe,
         lm_weights=None if lm_weights is None else str(lm_weights), live=live, packet_ms=packet,
         raw_rate=(raw_rate or _model_rate(model)) if raw else None, raw_channels=raw_channels,
     )

@@ -34,7 +34,10 @@ def _rows_common(s) -> list[tuple[str, str]]:
          else f"{s.compression_ratio:.1f}x vs 16-bit PCM"),
         ("overhead", f"{s.overhead_bytes} bytes " + ("(header, framing, segment tables, END)"
                                                      if s.format == "tpk" else "(header, scales)")),
-        ("coders", ", ".join(f"{name} {n}" for name, n in s.coders.items() if n) or "none"),
+        ("coders", (", ".join(f"{name} {n}" for name, n in s.coders.items() if n) or "none")
+         + (f" (CTX models carried, afresh every {s.ctx_keyframe} chunks: "
+            f"{s.ctx_keyframe * s.frames_per_chunk / s.frame_rate_hz:g} s)"
+            if s.ctx_keyframe > 1 else "")),
         ("prior", prior_label(s.prior_sha256)
          or ("none (format 1.0)" if s.format == "tpk" else "none (.ecdc)")),
     ]

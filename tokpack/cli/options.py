@@ -85,5 +85,5 @@ MaxKbps = Annotated[
 
 Live = Annotated[
     bool,
-    typer.Option("--live", help="Work as the data arrives, a packet at a time (causal models)."),
+    typer.Option("--live", help="Work as data arrives (causal models)."),
 ]

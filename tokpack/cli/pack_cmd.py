@@ -103,6 +103,9 @@ def pack_command(
                                          help="auto, ctx, zstd, planes or pack.")] = "auto",
     prior: Annotated[Optional[Path], typer.Option("--prior", metavar="FILE", dir_okay=False,
                                                   help="A .tpp CTX prior for these tokens (default: uniform).")] = None,
+    keyframe: Annotated[Optional[float], typer.Option(
+        "--keyframe", metavar="SECONDS",
+        help="Restart the carried CTX models every SECONDS (default 60; 0: every chunk).")] = None,
     force: opt.Force = False,
     quiet: opt.Quiet = 0,
     verbose: opt.Verbose = 0,
@@ -124,6 +127,8 @@ def pack_command(
         raise usage_error(exc.message) from None
     except TokpackError as exc:
         raise usage_error(f"--prior {prior}: {exc.message}") from None
+    if keyframe is not None and not keyframe >= 0:
+        raise usage_error(f"--keyframe must be >= 0 seconds, got {keyframe}")
     if ctx_prior is not None and entropy not in ("auto", "ctx"):
         raise usage_error(f"--prior is for the CTX coder (-e auto or ctx), not -e {entropy}")
     dest = _destination(input, output, stdout, ".tpk")
@@ -135,7 +140,8 @@ def pack_command(
         def write(f):
             nonlocal result
             result = tokens.pack(array, f, codebook_size=codebook_size, frame_rate=frame_rate,
-                                 sample_rate=sample_rate, codec=codec, coder=entropy, prior=ctx_prior)
+                                 sample_rate=sample_rate, codec=codec, coder=entropy, prior=ctx_prior,
+                                 keyframe=keyframe)
 
         written = _write(say, dest, force, write)
         packed = (result.tokens * result.header.bits_per_code + 7) // 8

@@ -40,6 +40,7 @@ from tokpack.formats import (
 )
 from tokpack.formats.chunk import chunk_sample
 from tokpack.formats.salvage import LostRange, SalvageReader
+from tokpack.formats.writer import keyframe_chunks
 
 if TYPE_CHECKING:
     from tokpack.codecs.encodec.framing import TokenBlock
@@ -135,14 +136,15 @@ class EncodedArray:
             return np.zeros((0, self.header.n_streams), np.float32)
         return np.stack([b.scales for b in self.blocks]).astype(np.float32)
 
-    def to_bytes(self, *, coder: str = "auto", prior=None) -> bytes:
-        """The .tpk container of these tokens (``coder``/``prior`` as for encode(); the
-        default prior is the one made for the weights, as encode() picks it)."""
+    def to_bytes(self, *, coder: str = "auto", prior=None, keyframe: float | None = None) -> bytes:
+        """The .tpk container of these tokens (``coder``/``prior``/``keyframe`` as for
+        encode(); the default prior is the one made for the weights, as encode() picks it)."""
         from tokpack.formats import dumps
 
         found = _fitting_prior(prior, self.header) if coder in ("auto", "ctx") else None
         return dumps(self.header, self.tokens, scales=self.scales,
-                     segment_frames=self.segment_frames, coder=coder, prior=found)
+                     segment_frames=self.segment_frames, coder=coder, prior=found,
+                     keyframe=keyframe_chunks(self.header, keyframe))
 
 
 def _label(obj: object) -> str:
@@ -397,7 +399,7 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
            threads: int | None = None, channels: str = "auto", coder: str = "auto",
            container: str = "tpk", lm_weights=None, prior=None,
            overwrite: bool = False, progress: Callable[[float], None] | None = None,
-           raw=None) -> EncodeResult:
+           raw=None, keyframe: float | None = None) -> EncodeResult:
     """Encode an audio file (path or binary file object) into a container at ``dst``.
 
     ``model`` is a model name or a LoadedModel (to reuse one across files). A ``dst``
@@ -413,7 +415,9 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
     ``coder`` for .tpk: "auto" (the smallest per chunk, CTX included), "ctx", "zstd",
     "planes" or "pack". ``prior`` (for "auto" and "ctx"): None or "auto" for the prior
     shipped or found for these weights (codec.priors.default_prior; else the uniform one),
-    "uniform", a .tpp path, or a formats.prior.Prior.
+    "uniform", a .tpp path, or a formats.prior.Prior. ``keyframe``: seconds between fresh
+    starts of the CTX models, which carry on from chunk to chunk in between (default
+    formats.writer.KEYFRAME_SECONDS; 0: every chunk stands alone).
 
     ``progress(seconds)`` is called after each block read with the seconds of audio
     read so far. ``raw``: ``src`` is headerless 16-bit little-endian PCM of this
@@ -425,7 +429,7 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
     spec = get_spec(model) if isinstance(model, str) else model.spec
     bw = spec.default_bandwidth if bandwidth is None else bandwidth
     n_q = spec.n_codebooks(bw)  # a bad bandwidth fails before any work
-    new_writer = _writer_factory(container, coder, channels, spec, lm_weights, prior)
+    new_writer = _writer_factory(container, coder, channels, spec, lm_weights, prior, keyframe)
 
     import torch
 
@@ -483,10 +487,14 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
 class _TpkWriters:
     """``new_writer(f, header)`` for .tpk; the prior is chosen once, from the weights."""
 
-    def __init__(self, coder: str, prior, *, live: bool = False) -> None:
+    def __init__(self, coder: str, prior, *, live: bool = False,
+                 keyframe: float | None = None) -> None:
         from tokpack.codec.priors import check_tpk_options
 
         check_tpk_options(coder, prior)
+        if keyframe is not None and not keyframe >= 0:
+            raise UsageError(f"the keyframe interval must be >= 0 seconds, got {keyframe}")
+        self.keyframe = keyframe
         self.live = live
         self.coder = coder
         self.choice = prior
@@ -503,7 +511,8 @@ class _TpkWriters:
                     f"{header.weights_sha256.hex()[:12]} (none shipped, none in "
                     f"$TOKPACK_PRIOR_PATH): coding with the uniform prior, which saves less "
                     f"than the figures in docs/ENTROPY.md; `tokpack train-prior` makes one")
-        writer = ContainerWriter(f, header, coder=self.coder, prior=prior, live=self.live)
+        writer = ContainerWriter(f, header, coder=self.coder, prior=prior, live=self.live,
+                                 keyframe=keyframe_chunks(header, self.keyframe))
         if writer.header.prior_sha256 is not None:
             self.prior_sha256 = writer.header.prior_sha256.hex()
         return writer
@@ -529,11 +538,11 @@ def _fitting_prior(choice, header: Header):
 
 
 def _writer_factory(container: str, coder: str, channels: str, spec: ModelSpec, lm_weights,
-                    prior=None):
+                    prior=None, keyframe: float | None = None):
     """``new_writer(f, header)`` for ``container``; fails before any work is done (an
     option .ecdc cannot take, an LM that cannot be found). It has ``prior_sha256``."""
     if container == "tpk":
-        return _TpkWriters(coder, prior)
+        return _TpkWriters(coder, prior, keyframe=keyframe)
     if prior not in (None, "auto"):
         raise UsageError("--prior is for .tpk containers (CTX coding)")
     if container != "ecdc":

@@ -99,7 +99,7 @@ def encode_live(src: Src | BinaryIO, dst: Src, *, model: ModelArg = DEFAULT_MODE
                 bandwidth: float | None = None, weights=None, device: str = "cpu",
                 threads: int | None = 1, channels: str = "auto", coder: str = "auto",
                 prior=None, packet_ms: float = PACKET_MS, raw: PcmFormat | None = None,
-                overwrite: bool = False) -> EncodeResult:
+                overwrite: bool = False, keyframe: float | None = None) -> EncodeResult:
     """Encode audio from ``src`` (a pipe, stdin, or a file) as it arrives into a live
     container at ``dst``, each packet written and flushed as soon as it is coded.
 
@@ -117,7 +117,7 @@ def encode_live(src: Src | BinaryIO, dst: Src, *, model: ModelArg = DEFAULT_MODE
     bw = spec.default_bandwidth if bandwidth is None else bandwidth
     n_q = spec.n_codebooks(bw)
     per_packet = packet_frames(spec, packet_ms)
-    new_writer = _TpkWriters(coder, prior, live=True)
+    new_writer = _TpkWriters(coder, prior, live=True, keyframe=keyframe)
     label = audio_io.source_label(src)
     owned = isinstance(src, (str, os.PathLike))
     f = open(src, "rb", buffering=0) if owned else src  # noqa: SIM115 - closed below

@@ -77,27 +77,30 @@ def encode(
     *,
     prior: Prior | None = None,
     codebook_size: int = 0,
+    rows: list | None = None,
 ) -> tuple[spec.Coder, bytes]:
     """Code tokens [n_streams, n_codebooks, n_frames]; ``coder`` "auto" keeps the smallest
-    (ties: lowest id), and considers CTX only when a ``prior`` is given."""
+    (ties: lowest id), and considers CTX only when a ``prior`` is given. With ``rows``
+    (:meth:`ctx.Carry.begin`, changed by coding) CTX is coder 4, CTX_CARRY, else coder 3."""
     values = np.ascontiguousarray(tokens).ravel()
     packed = pack(values, bits)
+    ctx_coder = spec.Coder.CTX if rows is None else spec.Coder.CTX_CARRY
     coders = {
         spec.Coder.PACK: lambda: packed,
         spec.Coder.PACK_ZSTD: lambda: compressor.compress(packed),
         spec.Coder.PLANES_ZSTD: lambda: compressor.compress(planes(values, bits)),
-        spec.Coder.CTX: lambda: ctx.encode(tokens, prior, codebook_size),
+        ctx_coder: lambda: ctx.encode(tokens, prior, codebook_size, rows),
     }
     if coder == "auto":
-        candidates = [c for c in spec.Coder if c != spec.Coder.CTX or prior is not None]
+        candidates = [c for c in coders if c != ctx_coder or prior is not None]
     else:
-        candidates = [CODER_NAMES[coder]]
-        if candidates[0] == spec.Coder.CTX and prior is None:
+        candidates = [ctx_coder if coder == "ctx" else CODER_NAMES[coder]]
+        if coder == "ctx" and prior is None:
             raise ValueError("the CTX coder needs a prior (the uniform one at least)")
     best = best_payload = None
     for candidate in candidates:
         payload = coders[candidate]()
-        if candidate == spec.Coder.CTX and len(payload) < ctx.min_bytes(tokens.shape, codebook_size):
+        if candidate == ctx_coder and len(payload) < ctx.min_bytes(tokens.shape, codebook_size):
             continue  # too compressible for CTX's floor: what "auto" picks among the others
         if best_payload is None or len(payload) < len(best_payload):
             best, best_payload = candidate, payload
@@ -116,16 +119,20 @@ def decode(
     context: str,
     prior: Prior | None = None,
     codebook_size: int = 0,
+    rows: list | None = None,
 ) -> np.ndarray:
     """Decode tokens [n_streams, n_codebooks, n_frames] coded with a known ``coder`` (CTX
-    needs the ``prior``); errors name ``offset`` (of ``data``)."""
+    needs the ``prior``, CTX_CARRY also the ``rows`` it starts from, which it changes);
+    errors name ``offset`` (of ``data``)."""
 
     def invalid(message: str) -> FieldOutOfRange:
         return FieldOutOfRange(f"{context}: {message}", offset=offset, field="tokens")
 
-    if coder == spec.Coder.CTX:
+    if coder in (spec.Coder.CTX, spec.Coder.CTX_CARRY):
+        if (coder == spec.Coder.CTX_CARRY) != (rows is not None):
+            raise ValueError("CTX_CARRY, and only it, starts from carried models")
         try:
-            tokens = ctx.decode(data, shape, prior, codebook_size)
+            tokens = ctx.decode(data, shape, prior, codebook_size, rows)
         except Exception as error:  # constriction rejects the stream (it asserts, raises ...)
             raise invalid(f"CTX data does not decode: {error}") from None
         if tokens is None:

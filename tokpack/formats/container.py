@@ -38,8 +38,11 @@ def dumps(
     segment_frames=None,
     coder: str = "auto",
     prior: Prior | None = None,
+    keyframe: int | None = None,
 ) -> bytes:
     """The container bytes of ``tokens`` ([S, K, T], or [K, T] for one stream).
+
+    ``keyframe``: with CTX, chunks per keyframe of carried models (ContainerWriter).
 
     Segmented headers take the segments concatenated along T, their frame counts
     (``segment_frames``) and ``scales`` [n_segments, S]. The header must know both lengths.
@@ -52,7 +55,7 @@ def dumps(
             f"a {'' if header.segmented else 'un'}segmented header {need} segment_frames and scales"
         )
     buffer = io.BytesIO()
-    with ContainerWriter(buffer, header, coder=coder, prior=prior) as writer:
+    with ContainerWriter(buffer, header, coder=coder, prior=prior, keyframe=keyframe) as writer:
         if header.segmented:
             frames = [int(n) for n in segment_frames]
             segment_scales = np.asarray(scales, dtype=np.float64).reshape(

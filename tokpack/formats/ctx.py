@@ -8,6 +8,9 @@ frame predicts its prior-listed neighbours, by rank, with rank counts that adapt
 table is an integer array; constriction gets frequencies that already sum to
 2^CTX_PRECISION minus the alphabet size, which it uses exactly (each plus one), so no
 floating-point rounding reaches the coded bits.
+
+Coder 4 (CTX_CARRY, FORMAT.md "Carried models") codes the same way from the models the
+previous chunk left (:class:`Carry`), halving old counts as they grow.
 """
 
 from __future__ import annotations
@@ -50,9 +53,10 @@ def _spread(weights: np.ndarray, weight_sum: int, total: int) -> np.ndarray:
 
 
 class _Row:
-    """The adaptive model of one (stream, codebook) row of a chunk."""
+    """The adaptive model of one (stream, codebook) row: fresh (``halve`` False, coder 3),
+    or carried on from a previous chunk (coder 4, which halves the counts as they grow)."""
 
-    def __init__(self, book: CodebookPrior, size: int) -> None:
+    def __init__(self, book: CodebookPrior, size: int, *, halve: bool = False) -> None:
         self.book = book
         self.size = size
         self.free = _FREE_TOTAL - size
@@ -60,6 +64,16 @@ class _Row:
         n = book.n_neighbours
         self.rank_counts = np.zeros(n, np.int64)
         self.neighbours = book.neighbours
+        self.prev = -1  # the row's last token so far (-1: none yet)
+        self.mass = 0  # frames counted (halved with the counts)
+        self.halve = halve
+
+    def carried(self) -> _Row:
+        """A copy that goes on as coder 4 does."""
+        row = _Row(self.book, self.size, halve=True)
+        row.counts, row.rank_counts = self.counts.copy(), self.rank_counts.copy()
+        row.prev, row.mass = self.prev, self.mass
+        return row
 
     def order0(self) -> np.ndarray:
         """Frequencies (summing to ``free``) for the next block, without context."""
@@ -96,15 +110,79 @@ class _Row:
         if ranks is not None:
             n = self.book.n_neighbours
             self.rank_counts += np.bincount(ranks[ranks < n], minlength=n)
+        self.prev = int(block[-1])
+        self.mass += len(block)
+        if self.halve and self.mass > spec.CTX_HALVE_ABOVE:
+            self.counts -= self.counts >> 1
+            self.rank_counts -= self.rank_counts >> 1
+            self.mass -= self.mass >> 1
+
+    def predecessors(self, row: np.ndarray) -> np.ndarray:
+        """Each frame's previous token: ``prev`` (maybe -1, none) for the first."""
+        return np.concatenate([[self.prev], row[:-1]])
 
 
-def _ranks(row: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """Rank of each code among its predecessor's neighbours (M if not among them); the first
-    code, which has no predecessor, gets M."""
+def _ranks(row: np.ndarray, preds: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Rank of each code among its predecessor's neighbours (M if not among them, or if it
+    has no predecessor: ``preds`` -1)."""
     n = neighbours.shape[1]
-    hit = neighbours[row[:-1]] == row[1:, np.newaxis]
-    ranks = np.where(hit.any(axis=1), hit.argmax(axis=1), n)
-    return np.concatenate([[n], ranks])
+    hit = neighbours[np.maximum(preds, 0)] == row[:, np.newaxis]
+    return np.where(hit.any(axis=1) & (preds >= 0), hit.argmax(axis=1), n)
+
+
+class Carry:
+    """The models a file's TOKENS chunks leave for a coder-4 chunk (FORMAT.md "Carried
+    models"). Call :meth:`end` after every chunk, in order (:meth:`lose` for a chunk that
+    could not be read); :meth:`begin` gives the models the next chunk starts from if it is
+    coded with coder 4 (fresh copies: coding changes them, and a coder-4 chunk hands them
+    back to :meth:`end`)."""
+
+    def __init__(self, codebook_size: int, n_streams: int, n_codebooks: int) -> None:
+        self.size = codebook_size
+        self.n_rows = n_streams * n_codebooks
+        self.n_codebooks = n_codebooks
+        self._rows: list[_Row] | None = None  # after the last chunk, once computed
+        self._tokens: np.ndarray | None = None  # the last chunk's, when it was not coder 4
+
+    def begin(self, prior: Prior) -> list[_Row] | None:
+        """The models after the last chunk, as coder 4 starts from them; None when they
+        are not known (no chunk yet, or the last one was lost)."""
+        if self._rows is None:
+            if self._tokens is None:
+                return None
+            _check((1, self.n_codebooks, 0), prior, self.size)
+            self._rows = self._fresh_after(self._tokens, prior)
+            self._tokens = None
+        return [row.carried() for row in self._rows]
+
+    def end(self, tokens: np.ndarray, coder: int, rows: list[_Row] | None = None) -> None:
+        """The chunk ``tokens`` [S, K, T] was coded with ``coder``; for coder 4, ``rows``
+        are its models after coding (from :meth:`begin`)."""
+        if coder == spec.Coder.CTX_CARRY:
+            if rows is None or len(rows) != self.n_rows:
+                raise ValueError("a coder-4 chunk hands back its models")
+            self._rows, self._tokens = rows, None
+        else:
+            self._rows, self._tokens = None, tokens
+
+    def lose(self) -> None:
+        """The chunk was lost: its models are not known."""
+        self._rows = self._tokens = None
+
+    def _fresh_after(self, tokens: np.ndarray, prior: Prior) -> list[_Row]:
+        """What coding ``tokens`` with coder 3 leaves (no halving, so the order of the
+        blocks does not matter: counted at once)."""
+        rows = []
+        for i, row in enumerate(tokens.reshape(self.n_rows, -1).astype(np.int64)):
+            model = _Row(prior.codebooks[i % self.n_codebooks], self.size)
+            model.counts += np.bincount(row, minlength=self.size)
+            if model.book.mix:
+                ranks = _ranks(row, model.predecessors(row), model.neighbours)
+                n = model.book.n_neighbours
+                model.rank_counts += np.bincount(ranks[ranks < n], minlength=n)
+            model.prev, model.mass = int(row[-1]), len(row)
+            rows.append(model)
+        return rows
 
 
 def _check(tokens_shape: tuple[int, int, int], prior: Prior, codebook_size: int) -> None:
@@ -115,20 +193,25 @@ def _check(tokens_shape: tuple[int, int, int], prior: Prior, codebook_size: int)
         )
 
 
-def _plan(tokens_shape, prior):
-    """(stream, codebook, row model) in coding order."""
+def _plan(tokens_shape, prior, rows: list[_Row] | None = None):
+    """(stream, codebook, row model) in coding order: fresh models, or ``rows`` (coder 4)."""
     n_streams, n_codebooks, _ = tokens_shape
+    if rows is not None and len(rows) != n_streams * n_codebooks:
+        raise ValueError(f"{len(rows)} row models for {n_streams * n_codebooks} rows")
     for s in range(n_streams):
         for k in range(n_codebooks):
-            yield s, k, _Row(prior.codebooks[k], prior.codebook_size)
+            yield s, k, (_Row(prior.codebooks[k], prior.codebook_size) if rows is None
+                         else rows[s * n_codebooks + k])
 
 
 def _blocks(n_frames: int):
     return range(0, n_frames, spec.CTX_BLOCK)
 
 
-def encode(tokens: np.ndarray, prior: Prior, codebook_size: int) -> bytes:
-    """Code tokens [n_streams, n_codebooks, n_frames] (uint16 below ``codebook_size``)."""
+def encode(tokens: np.ndarray, prior: Prior, codebook_size: int,
+           rows: list[_Row] | None = None) -> bytes:
+    """Code tokens [n_streams, n_codebooks, n_frames] (uint16 below ``codebook_size``):
+    coder 3, or coder 4 from ``rows`` (:meth:`Carry.begin`, which this changes)."""
     import constriction
 
     _check(tokens.shape, prior, codebook_size)
@@ -136,9 +219,10 @@ def encode(tokens: np.ndarray, prior: Prior, codebook_size: int) -> bytes:
     family = model.Categorical(perfect=False)
     encoder = constriction.stream.queue.RangeEncoder()
     n_frames = tokens.shape[2]
-    for s, k, row_model in _plan(tokens.shape, prior):
+    for s, k, row_model in _plan(tokens.shape, prior, rows):
         row = tokens[s, k].astype(np.int64)
-        ranks = _ranks(row, row_model.neighbours) if row_model.book.mix else None
+        preds = row_model.predecessors(row)
+        ranks = _ranks(row, preds, row_model.neighbours) if row_model.book.mix else None
         for start in _blocks(n_frames):
             block = row[start : start + spec.CTX_BLOCK]
             order0 = row_model.order0()
@@ -146,27 +230,27 @@ def encode(tokens: np.ndarray, prior: Prior, codebook_size: int) -> bytes:
                 encoder.encode(block.astype(np.int32),
                                model.Categorical(order0.astype(np.float64), perfect=False))
             else:
-                freqs = _block_rows(row_model, order0, row, start, len(block))
+                freqs = _block_rows(row_model, order0, preds[start : start + len(block)])
                 encoder.encode(block.astype(np.int32), family, freqs.astype(np.float64))
             row_model.update(block, None if ranks is None else ranks[start : start + len(block)])
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
-def _block_rows(row_model: _Row, order0: np.ndarray, row: np.ndarray, start: int,
-                n: int) -> np.ndarray:
-    """Frequencies of a block's symbols with the neighbour model (the chunk's first frame
-    has no predecessor: order-0 alone)."""
+def _block_rows(row_model: _Row, order0: np.ndarray, preds: np.ndarray) -> np.ndarray:
+    """Frequencies of a block's symbols with the neighbour model, given their predecessors
+    (a row's first frame may have none, -1: order-0 alone)."""
     mixing = row_model.mixing(order0)
-    if start:
-        return row_model.mixed(mixing, row[start - 1 : start + n - 1])
+    if preds[0] >= 0:
+        return row_model.mixed(mixing, preds)
     first = order0[np.newaxis]
-    return first if n == 1 else np.concatenate([first, row_model.mixed(mixing, row[: n - 1])])
+    return first if len(preds) == 1 else np.concatenate([first, row_model.mixed(mixing, preds[1:])])
 
 
 def decode(data: bytes, shape: tuple[int, int, int], prior: Prior,
-           codebook_size: int) -> np.ndarray | None:
-    """Inverse of :func:`encode`; None if ``data`` is not a whole number of 32-bit words or
-    holds words after the last symbol (the caller reports where)."""
+           codebook_size: int, rows: list[_Row] | None = None) -> np.ndarray | None:
+    """Inverse of :func:`encode` (coder 4 with ``rows``, which this changes); None if
+    ``data`` is not a whole number of 32-bit words or holds words after the last symbol
+    (the caller reports where)."""
     import constriction
 
     _check(shape, prior, codebook_size)
@@ -177,7 +261,7 @@ def decode(data: bytes, shape: tuple[int, int, int], prior: Prior,
                                                      .astype(np.uint32))
     tokens = np.zeros(shape, np.uint16)
     n_frames = shape[2]
-    for s, k, row_model in _plan(shape, prior):
+    for s, k, row_model in _plan(shape, prior, rows):
         row = np.zeros(n_frames, np.int64)
         mix = row_model.book.mix
         for start in _blocks(n_frames):
@@ -190,13 +274,14 @@ def decode(data: bytes, shape: tuple[int, int, int], prior: Prior,
                 row_model.update(row[start : start + n], None)
                 continue
             mixing = row_model.mixing(order0)
+            pred = row[start - 1] if start else row_model.prev
             for t in range(start, start + n):
-                freqs = order0 if t == 0 else row_model.mixed_one(mixing, row[t - 1])
-                row[t] = decoder.decode(model.Categorical(freqs.astype(np.float64),
-                                                          perfect=False))
+                freqs = order0 if pred < 0 else row_model.mixed_one(mixing, pred)
+                row[t] = pred = decoder.decode(model.Categorical(freqs.astype(np.float64),
+                                                                 perfect=False))
             block = row[start : start + n]
-            ranks = _ranks(row[max(start - 1, 0) : start + n], row_model.neighbours)
-            row_model.update(block, ranks if start == 0 else ranks[1:])
+            preds = np.concatenate([[row[start - 1] if start else row_model.prev], block[:-1]])
+            row_model.update(block, _ranks(block, preds, row_model.neighbours))
         tokens[s, k] = row
     if not decoder.maybe_exhausted():
         return None
@@ -217,7 +302,8 @@ def row_bits(row: np.ndarray, book: CodebookPrior, codebook_size: int) -> float:
     """Ideal bits of one (stream, codebook) row of a chunk coded from ``book``."""
     row_model = _Row(book, codebook_size)
     row = row.astype(np.int64)
-    ranks = _ranks(row, row_model.neighbours) if book.mix else None
+    preds = row_model.predecessors(row)
+    ranks = _ranks(row, preds, row_model.neighbours) if book.mix else None
     bits = 0.0
     for start in _blocks(len(row)):
         block = row[start : start + spec.CTX_BLOCK]
@@ -225,7 +311,7 @@ def row_bits(row: np.ndarray, book: CodebookPrior, codebook_size: int) -> float:
         if ranks is None:
             freq = order0[block]
         else:
-            freqs = _block_rows(row_model, order0, row, start, len(block))
+            freqs = _block_rows(row_model, order0, preds[start : start + len(block)])
             freq = freqs[np.arange(len(block)), block]
         bits += float(-np.log2((freq + 1) / _FREE_TOTAL).sum())
         row_model.update(block, None if ranks is None else ranks[start : start + len(block)])

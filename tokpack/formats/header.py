@@ -69,6 +69,7 @@ class Header:
     version_minor: int = 0
     prior_sha256: bytes | None = None  # version 1.1 on; zeros name the uniform prior
     flags: int = 0  # version 1.2 on: spec.Flags
+    ctx_keyframe: int = 1  # version 1.4 on: chunks per keyframe of the CTX models
 
     def __post_init__(self) -> None:
         self._check_identity()
@@ -89,6 +90,17 @@ class Header:
                 object.__setattr__(self, name, value)
         self._check_consistency()
         self._check_flags()
+        self._check_keyframe()
+
+    def _check_keyframe(self) -> None:
+        value = _as_int(self.ctx_keyframe, "ctx_keyframe")
+        if not 1 <= value <= spec.MAX_CTX_KEYFRAME:
+            raise _out_of_range("ctx_keyframe",
+                                f"{value} is out of range 1..{spec.MAX_CTX_KEYFRAME}")
+        if value != 1 and self.version_minor < spec.CARRY_MINOR:
+            raise _out_of_range("ctx_keyframe", f"{value} needs version 1.{spec.CARRY_MINOR} or "
+                                                "later (before it, every chunk stands alone)")
+        object.__setattr__(self, "ctx_keyframe", value)
 
     def _check_flags(self) -> None:
         flags = _as_int(self.flags, "flags")
@@ -148,7 +160,10 @@ class Header:
 
     @property
     def header_size(self) -> int:
-        """Bytes of this header as written: 136 for version 1.0, 168 from 1.1 on."""
+        """Bytes of this header as written: 136 for version 1.0, 168 from 1.1 on, 172
+        from 1.4 on."""
+        if self.version_minor >= spec.CARRY_MINOR:
+            return spec.HEADER_SIZE_1_4
         return spec.HEADER_SIZE if self.version_minor == 0 else spec.HEADER_SIZE_1_1
 
     def _check_consistency(self) -> None:
@@ -274,6 +289,8 @@ class Header:
         body = struct.pack(spec.HEADER_STRUCT, *(values[name] for name, _, _ in spec.HEADER_FIELDS))
         if self.version_minor:
             body += struct.pack(spec.HEADER_STRUCT_1_1, self.prior_sha256)
+        if self.version_minor >= spec.CARRY_MINOR:
+            body += struct.pack(spec.HEADER_STRUCT_1_4, self.ctx_keyframe, 0)
         return body + struct.pack("<I", zlib.crc32(body))
 
     @classmethod
@@ -392,17 +409,25 @@ def _parse(data: bytes, header_size: int) -> Header:
     for name in ("source_frames", "model_samples"):
         if fields[name] == spec.UNKNOWN:
             fields[name] = None
-    if fields["version_minor"] >= 1:
-        if header_size < spec.HEADER_SIZE_1_1:
-            raise FieldOutOfRange(
-                f"{header_size} is too small for version 1.{fields['version_minor']} "
-                f"(at least {spec.HEADER_SIZE_1_1})",
-                offset=spec.HEADER_OFFSET["header_size"],
-                field="header_size",
-            )
+    minor = fields["version_minor"]
+    least = (spec.HEADER_SIZE_1_4 if minor >= spec.CARRY_MINOR
+             else spec.HEADER_SIZE_1_1 if minor >= 1 else spec.HEADER_SIZE)
+    if header_size < least:
+        raise FieldOutOfRange(
+            f"{header_size} is too small for version 1.{minor} (at least {least})",
+            offset=spec.HEADER_OFFSET["header_size"],
+            field="header_size",
+        )
+    if minor >= 1:
         (fields["prior_sha256"],) = struct.unpack_from(
             spec.HEADER_STRUCT_1_1, data, spec.HEADER_OFFSET["prior_sha256"]
         )
+    if minor >= spec.CARRY_MINOR:
+        keyframe, reserved = struct.unpack_from(spec.HEADER_STRUCT_1_4, data,
+                                                spec.HEADER_OFFSET["ctx_keyframe"])
+        if reserved:
+            raise _out_of_range("reserved_166", f"reserved, must be 0 (got {reserved:#x})")
+        fields["ctx_keyframe"] = keyframe
     fields["model_id"] = name_bytes.decode("ascii")
     init = {f.name for f in dataclasses.fields(Header)}
     return Header(**{name: value for name, value in fields.items() if name in init})

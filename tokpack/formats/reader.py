@@ -180,6 +180,10 @@ class _ChunkParser:
         self.last: tuple[int, int] | None = None  # LAST's (source_frames, model_samples)
         self.tokens_after_last = 0
         self.records = 0  # chunks met so far, the current one included
+        # the models TOKENS chunks leave for coder 4 (a 1.4 file with keyframes apart)
+        self.carry = (ctx.Carry(header.codebook_size, header.n_streams, header.n_codebooks)
+                      if header.ctx_keyframe > 1 else None)
+        self.check_keyframes = True  # salvage does not: a lost run blurs the indices
 
     def chunks(self) -> Iterator[Chunk]:
         while True:
@@ -297,7 +301,10 @@ class _ChunkParser:
                 field="payload_length",
             )
         shape = (header.n_streams, header.n_codebooks, count)
-        if param == spec.Coder.CTX:
+        rows = None
+        if param == spec.Coder.CTX_CARRY:
+            rows = self.carried_rows(offset, label)
+        if param in (spec.Coder.CTX, spec.Coder.CTX_CARRY):
             least = ctx.min_bytes(shape, header.codebook_size)
             if length - table_size < least:
                 raise FieldOutOfRange(
@@ -314,8 +321,10 @@ class _ChunkParser:
             header.bits_per_code,
             offset=coded_offset,
             context=label,
-            prior=self.ctx_prior(offset, label) if param == spec.Coder.CTX else None,
+            prior=self.ctx_prior(offset, label) if rows is not None or param == spec.Coder.CTX
+            else None,
             codebook_size=header.codebook_size,
+            rows=rows,
         )
         if values.max() >= header.codebook_size:
             first_bad = int(np.argmax(values >= header.codebook_size))
@@ -332,6 +341,8 @@ class _ChunkParser:
                 self.short_chunk = f"TOKENS chunk {self.index} of {len(segment_frames)} segments"
         elif count < per_chunk:
             self.short_chunk = f"TOKENS chunk {self.index} of {count} frames"
+        if self.carry is not None:
+            self.carry.end(values.reshape(shape), param, rows)
         self.digest.update(payload[:table_size])
         self.digest.update(values.astype("<u2").tobytes())
         chunk = Chunk(
@@ -349,6 +360,25 @@ class _ChunkParser:
         self.index += 1
         self.first_frame += count
         return chunk
+
+    def carried_rows(self, offset: int, label: str) -> list:
+        """The models a coder-4 chunk starts from, after its checks (FORMAT.md "Carried
+        models")."""
+        header = self.header
+        if header.version_minor < spec.CARRY_MINOR:
+            raise FieldOutOfRange(
+                f"{label}: coder CTX_CARRY needs a version 1.{spec.CARRY_MINOR} header (this one "
+                f"is 1.{header.version_minor})", offset=offset + 1, field="param")
+        if self.check_keyframes and self.index % header.ctx_keyframe == 0:
+            raise FieldOutOfRange(
+                f"{label}: is a keyframe (ctx_keyframe {header.ctx_keyframe}): its CTX models "
+                "start afresh, so it must not use coder CTX_CARRY", offset=offset + 1,
+                field="param")
+        rows = None if self.carry is None else self.carry.begin(self.ctx_prior(offset, label))
+        if rows is None:
+            raise FieldOutOfRange(f"{label}: its CTX models continue from a lost chunk",
+                                  offset=offset + 1, field="param")
+        return rows
 
     def ctx_prior(self, offset: int, label: str) -> prior.Prior:
         """The prior the header names, found once; PriorNotFound if it is not available."""

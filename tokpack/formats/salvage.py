@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from tokpack.errors import FormatError
-from tokpack.formats import spec
+from tokpack.formats import ctx, spec
 from tokpack.formats.chunk import Chunk, Trailer, chunk_sample, encode_segment_table, tokens_payload_limit
 from tokpack.formats.header import Header
 from tokpack.formats.prior import PriorSource
@@ -219,6 +219,9 @@ class _Scanner:
         self.data = data
         self.priors = priors
         self.prior = None  # found once, at the first CTX chunk
+        # the models kept chunks leave for a coder-4 chunk right after them
+        self.carry = (ctx.Carry(header.codebook_size, header.n_streams, header.n_codebooks)
+                      if header.ctx_keyframe > 1 else None)
         self.limit = tokens_payload_limit(header, header.frames_per_chunk, header.segments_per_chunk)
         self.result = Salvaged(header, [])
         self.index = 0  # the TOKENS chunk expected next
@@ -232,6 +235,8 @@ class _Scanner:
         unknown_gap: Damage | None = None
         while pos < len(self.data):
             parsed, why = self.attempt(pos)
+            if parsed is None and self.carry is not None:
+                self.carry.lose()  # a coder-4 chunk after this one cannot be decoded
             if parsed is not None:
                 kind, value, end = parsed
                 if kind == "tokens":
@@ -348,6 +353,7 @@ class _Scanner:
         parser = _ChunkParser(self.header, _Source(_View(self.data[pos:end])), self.priors)
         parser.index, parser.first_frame = self.index, self.index * self.header.frames_per_chunk
         parser.prior = self.prior
+        parser.carry, parser.check_keyframes = self.carry, False
         head = bytes(self.data[pos : pos + spec.CHUNK_HEAD_SIZE])
         if chunk_type == spec.ChunkType.TOKENS:
             parser.src.read_upto(spec.CHUNK_HEAD_SIZE)

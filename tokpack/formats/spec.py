@@ -11,7 +11,7 @@ FORMAT_DATE = "2026-12-01"
 
 MAGIC = b"\x89TPK\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 3  # the newest minor version this code reads and writes
+VERSION_MINOR = 4  # the newest minor version this code reads and writes
 
 # Header (section "Header" of FORMAT.md): (field, offset, struct code) in file order.
 HEADER_FIELDS = (
@@ -51,6 +51,13 @@ HEADER_FIELDS_1_1 = (("prior_sha256", 132, "32s"),)
 HEADER_STRUCT_1_1 = "<" + "".join(code for _, _, code in HEADER_FIELDS_1_1)
 HEADER_SIZE_1_1 = 168
 HEADER_OFFSET.update((name, offset) for name, offset, _ in HEADER_FIELDS_1_1)
+# Fields version 1.4 appends: the CTX keyframe interval (FORMAT.md "Carried models").
+CARRY_MINOR = 4
+HEADER_FIELDS_1_4 = (("ctx_keyframe", 164, "H"), ("reserved_166", 166, "H"))
+HEADER_STRUCT_1_4 = "<" + "".join(code for _, _, code in HEADER_FIELDS_1_4)
+HEADER_SIZE_1_4 = 172
+HEADER_OFFSET.update((name, offset) for name, offset, _ in HEADER_FIELDS_1_4)
+MAX_CTX_KEYFRAME = 65_535
 PRIOR_SHA256_SIZE = 32
 UNIFORM_PRIOR_SHA256 = bytes(PRIOR_SHA256_SIZE)  # names the built-in uniform prior
 MAX_HEADER_SIZE = 4096
@@ -161,6 +168,7 @@ class Coder(enum.IntEnum):
     PACK_ZSTD = 1
     PLANES_ZSTD = 2
     CTX = 3
+    CTX_CARRY = 4  # version 1.4: CTX with the models carried on from the previous chunk
 
 
 ZSTD_FRAME_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -177,6 +185,8 @@ CTX_BLOCK = 16  # frames coded with one state of the adaptive counts
 # table): one bit per token up to 1024 codes, proportionally more above (real codec tokens
 # cost 5-10 bits). A writer codes a chunk whose CTX bytes would be fewer with another coder.
 CTX_TABLE_UNIT = 1024
+# Coder 4 halves a row's counts (rounding up) after a block that brings its mass above this.
+CTX_HALVE_ABOVE = 2048
 
 # Prior files (FORMAT.md "Prior files")
 PRIOR_MAGIC = b"\x89TPP\r\n\x1a\n"

@@ -63,6 +63,7 @@ class ContainerStats:
     token_bytes: int  # coded tokens only
     overhead_bytes: int  # everything else: header, chunk framing, segment tables, END
     coders: dict[str, int]  # TOKENS chunks per coder
+    ctx_keyframe: int  # chunks per keyframe of carried CTX models (1: every chunk alone)
     codebooks: list[CodebookStats]
 
     def to_json(self) -> dict:
@@ -154,5 +155,6 @@ def reader_stats(reader, *, file_format: str = "tpk", coder: str | None = None) 
         token_bytes=token_bytes,
         overhead_bytes=file_bytes - token_bytes,
         coders=coders,
+        ctx_keyframe=h.ctx_keyframe,
         codebooks=codebooks,
     )

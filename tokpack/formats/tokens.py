@@ -19,7 +19,7 @@ from tokpack.formats import spec
 from tokpack.formats.header import Header
 from tokpack.formats.prior import Prior, PriorSource
 from tokpack.formats.reader import ContainerReader
-from tokpack.formats.writer import ContainerWriter
+from tokpack.formats.writer import ContainerWriter, keyframe_chunks
 
 DEFAULT_CODEC = "tokens"  # the model_id of tokens whose codec was not named
 CHUNK_SECONDS = 10  # frames per chunk: about this many seconds, within MAX_CHUNK_TOKENS
@@ -116,16 +116,19 @@ class PackResult:
 
 def pack(array: np.ndarray, dst: str | os.PathLike | BinaryIO, *, codebook_size: int, frame_rate,
          sample_rate: int | None = None, codec: str = DEFAULT_CODEC, coder: str = "auto",
-         prior: Prior | None = None) -> PackResult:
+         prior: Prior | None = None, keyframe: float | None = None) -> PackResult:
     """Store ``array`` ([K, T] or [S, K, T] integers below ``codebook_size``) in a
-    tokens-only container at ``dst`` (a path, written in place, or a binary file)."""
+    tokens-only container at ``dst`` (a path, written in place, or a binary file).
+    ``keyframe``: seconds between fresh starts of carried CTX models (default
+    writer.KEYFRAME_SECONDS; 0: every chunk stands alone)."""
     tokens = check_array(array, codebook_size)
     header = tokens_header(np.shape(array), codebook_size, frame_rate, sample_rate=sample_rate, codec=codec,
                            prior_sha256=None if prior is None else prior.sha256)
     if prior is not None and (prior.codebook_size != codebook_size or prior.n_codebooks < header.n_codebooks):
         raise TokensError(f"the prior is for {prior.n_codebooks} codebook(s) of {prior.codebook_size} codes; "
                           f"these tokens have {header.n_codebooks} of {codebook_size}")
-    with ContainerWriter(dst, header, coder=coder, prior=prior) as writer:
+    with ContainerWriter(dst, header, coder=coder, prior=prior,
+                         keyframe=keyframe_chunks(header, keyframe)) as writer:
         step = header.frames_per_chunk
         for start in range(0, tokens.shape[2], step):
             writer.write(tokens[:, :, start : start + step])

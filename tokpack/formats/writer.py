@@ -11,7 +11,7 @@ from typing import BinaryIO
 import numpy as np
 import zstandard
 
-from tokpack.formats import coding, spec
+from tokpack.formats import coding, ctx, spec
 from tokpack.formats.chunk import (
     Trailer,
     covered_samples,
@@ -23,11 +23,33 @@ from tokpack.formats.header import Header, lengths_agree
 from tokpack.formats.prior import Prior, resolve
 
 
+# How often tokpack's writers start the CTX models afresh (FORMAT.md "Carried models"):
+# a damaged chunk costs at most this much audio, a reader may start at any keyframe, and
+# each keyframe costs the bytes of relearning a file's codes (docs/ENTROPY.md, "Carried
+# models": ~1.5 % at a minute with the uniform prior, less with a trained one).
+KEYFRAME_SECONDS = 60.0
+
+
+def keyframe_chunks(header: Header, seconds: float | None = None) -> int:
+    """Chunks per keyframe for about ``seconds`` of audio (default KEYFRAME_SECONDS; 0:
+    every chunk stands alone), at least 1 and at most the format's 65,535."""
+    seconds = KEYFRAME_SECONDS if seconds is None else seconds
+    if not seconds >= 0:
+        raise ValueError(f"the keyframe interval must be >= 0 seconds, got {seconds!r}")
+    chunk_s = header.frames_per_chunk / header.frame_rate
+    return int(min(max(round(seconds / chunk_s), 1), spec.MAX_CTX_KEYFRAME))
+
+
 class ContainerWriter:
     """Write a container to a path or a binary file object (a pipe is fine).
 
     As a context manager it writes END on a clean exit; after an exception it writes
     nothing more, so the output stays visibly incomplete for the caller to discard.
+
+    ``keyframe``: with a CTX coder (``auto`` or ``ctx``), carry the CTX models on from
+    chunk to chunk (coder 4), starting afresh every ``keyframe`` chunks: a 1.4 header
+    records it (FORMAT.md "Carried models"). 1: every chunk stands alone. None: the
+    header's ``ctx_keyframe``. Other coders ignore it.
 
     ``live``: a live container (FORMAT.md "Live containers"; unsegmented headers only): a
     1.3 header, a LIVE chunk after it, every chunk flushed as soon as it is written, and
@@ -44,6 +66,7 @@ class ContainerWriter:
         zstd_level: int = spec.ZSTD_LEVEL,
         prior: Prior | None = None,
         live: bool = False,
+        keyframe: int | None = None,
     ) -> None:
         if coder not in coding.CODER_CHOICES:
             raise ValueError(
@@ -67,6 +90,11 @@ class ContainerWriter:
                 raise ValueError("the header names another prior than the one given")
             header = dataclasses.replace(header, version_minor=max(header.version_minor, 1),
                                          prior_sha256=prior.sha256)
+            keyframe = header.ctx_keyframe if keyframe is None else keyframe
+            if keyframe != 1:
+                header = dataclasses.replace(
+                    header, version_minor=max(header.version_minor, spec.CARRY_MINOR),
+                    ctx_keyframe=keyframe)
             if prior.codebook_size != header.codebook_size or prior.n_codebooks < header.n_codebooks:
                 raise ValueError(
                     f"the prior has {prior.n_codebooks} codebook(s) of {prior.codebook_size} "
@@ -98,6 +126,8 @@ class ContainerWriter:
         self._segments: list[tuple[np.ndarray, np.ndarray]] = []
         self._max_segment_frames = header.segment_frames
         self._n_segments = 0
+        self._carry = (ctx.Carry(header.codebook_size, header.n_streams, header.n_codebooks)
+                       if header.ctx_keyframe > 1 and prior is not None else None)
         try:
             self._write(header.to_bytes())
             if live:
@@ -262,13 +292,18 @@ class ContainerWriter:
     def _emit(self, tokens: np.ndarray, table: bytes = b"", n_segments: int = 0) -> None:
         values = np.ascontiguousarray(tokens).ravel()
         header = self.header
+        rows = None  # the models a coder-4 chunk starts from (not at a keyframe)
+        if self._carry is not None and self._n_chunks % header.ctx_keyframe:
+            rows = self._carry.begin(self._prior)
         coder, coded = coding.encode(
             tokens, header.bits_per_code, self._coder, self._compressor,
-            prior=self._prior, codebook_size=header.codebook_size,
+            prior=self._prior, codebook_size=header.codebook_size, rows=rows,
         )
         if len(table) + len(coded) > tokens_payload_limit(header, tokens.shape[2], n_segments):
             # only a forced CTX can come out larger than zstd's bound: pack such a chunk
             coder, coded = spec.Coder.PACK, coding.pack(values, header.bits_per_code)
+        if self._carry is not None:
+            self._carry.end(tokens, coder, rows if coder == spec.Coder.CTX_CARRY else None)
         self._write(frame_chunk(spec.ChunkType.TOKENS, coder, tokens.shape[2], table + coded))
         self._digest.update(table)
         self._digest.update(values.astype("<u2").tobytes())

@@ -1,0 +1,166 @@
+"""Coder 4, CTX_CARRY (FORMAT.md "Carried models"): CTX models carried from chunk to chunk
+between keyframes, through writer, reader and salvage."""
+
+from __future__ import annotations
+
+import io
+import pathlib
+
+import numpy as np
+import pytest
+
+from tokpack.formats import ContainerReader, ContainerWriter, Header, ctx, dumps, loads, spec
+from tokpack.formats.prior import load as load_prior
+from tokpack.formats.prior import uniform_prior
+from tokpack.formats.salvage import salvage
+from tokpack.formats.writer import keyframe_chunks
+
+DATA = pathlib.Path(__file__).resolve().parent / "data"
+GOLDEN_PRIOR = load_prior(DATA / "golden.tpp")  # 2 codebooks of 16; codebook 0 has neighbours
+
+
+def header(n_frames: int, *, codebook_size: int = 16, n_codebooks: int = 2, per_chunk: int = 32,
+           **fields) -> Header:
+    return Header(model_id="test_24khz", weights_sha256=bytes(32), model_sample_rate=24_000,
+                  hop_length=320, codebook_size=codebook_size, n_codebooks=n_codebooks,
+                  model_channels=1, source_sample_rate=24_000, source_channels=1,
+                  frames_per_chunk=per_chunk, source_frames=n_frames * 320,
+                  model_samples=n_frames * 320, **fields)
+
+
+def walk(n_frames: int, seed: int = 0, n_codebooks: int = 2, size: int = 16) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (np.cumsum(rng.integers(-1, 2, (n_codebooks, n_frames)), axis=1) % size).astype(np.uint16)
+
+
+def coders(data: bytes, priors=()) -> list[int]:
+    with ContainerReader(io.BytesIO(data), priors=priors) as reader:
+        return [int(chunk.coder) for chunk in reader]
+
+
+def test_the_state_after_a_chunk_is_what_coding_it_leaves():
+    """Carry computes the models after a chunk of coders 0-3 at once; coding block by block
+    (coder 3) must leave the same counts, rank counts, last code and mass."""
+    tokens = walk(75, seed=3)[np.newaxis]
+    rows = [ctx._Row(book, 16) for book in GOLDEN_PRIOR.codebooks[:2]]
+    ctx.encode(tokens, GOLDEN_PRIOR, 16, rows)
+    carry = ctx.Carry(16, 1, 2)
+    carry.end(tokens, spec.Coder.PACK)
+    for coded, carried in zip(rows, carry.begin(GOLDEN_PRIOR), strict=True):
+        assert np.array_equal(coded.counts, carried.counts)
+        assert np.array_equal(coded.rank_counts, carried.rank_counts)
+        assert (coded.prev, coded.mass, carried.halve) == (carried.prev, carried.mass, True)
+    assert rows[0].rank_counts.sum() > 0  # codebook 0's neighbour model was exercised
+
+
+@pytest.mark.parametrize("prior", [None, GOLDEN_PRIOR], ids=["uniform", "neighbours"])
+def test_carried_models_round_trip_and_save_bytes(prior):
+    tokens = walk(32 * 20, seed=1, size=5)  # 5 of the 16 codes: what carrying learns
+    alone = dumps(header(tokens.shape[1]), tokens, coder="ctx", prior=prior)
+    carried = dumps(header(tokens.shape[1]), tokens, coder="ctx", prior=prior, keyframe=4)
+    priors = [] if prior is None else [prior]
+    assert np.array_equal(loads(carried, priors=priors).tokens[0], tokens)
+    used = coders(carried, priors)
+    assert all(c != spec.Coder.CTX_CARRY for c in used[::4])  # keyframes start afresh
+    assert used.count(spec.Coder.CTX_CARRY) == 15  # every other chunk carries on
+    assert set(coders(alone, priors)) <= {0, 1, 2, 3}
+    assert len(carried) < 0.95 * len(alone)
+    assert loads(carried, priors=priors).header.version_minor == 4
+    assert loads(alone, priors=priors).header.version_minor == 1
+
+
+def test_a_chunk_of_another_coder_passes_its_codes_on():
+    """A constant chunk goes out as zstd planes; the coder-4 chunk after it starts from
+    what CTX would have left after it (coders 0-2 start afresh too)."""
+    tokens = walk(32 * 6, seed=2)
+    tokens[:, 64:96] = 5
+    data = dumps(header(tokens.shape[1]), tokens, prior=GOLDEN_PRIOR, keyframe=6)
+    used = coders(data, [GOLDEN_PRIOR])
+    assert used[2] in (spec.Coder.PACK_ZSTD, spec.Coder.PLANES_ZSTD)
+    assert used[3] == spec.Coder.CTX_CARRY
+    assert np.array_equal(loads(data, priors=[GOLDEN_PRIOR]).tokens[0], tokens)
+
+
+def test_halving_keeps_the_counts_bounded():
+    """Without halving a long run of coder-4 chunks would grow the counts without end."""
+    rng = np.random.default_rng(4)
+    tokens = rng.choice(16, (2, 16 * 400), p=np.r_[[0.5], np.full(15, 0.5 / 15)]).astype(np.uint16)
+    h = header(tokens.shape[1], per_chunk=16)
+    data = dumps(h, tokens, coder="ctx", prior=GOLDEN_PRIOR, keyframe=spec.MAX_CTX_KEYFRAME)
+    assert coders(data, [GOLDEN_PRIOR]).count(spec.Coder.CTX_CARRY) == 399
+    carry = ctx.Carry(16, 1, 2)
+    with ContainerReader(io.BytesIO(data), priors=[GOLDEN_PRIOR]) as reader:
+        for chunk in reader:
+            rows = carry.begin(GOLDEN_PRIOR) if chunk.coder == spec.Coder.CTX_CARRY else None
+            if rows is not None:  # the reader's models, replayed: the same tokens come out
+                again = ctx.decode(ctx.encode(chunk.tokens, GOLDEN_PRIOR, 16, rows), chunk.tokens.shape,
+                                   GOLDEN_PRIOR, 16, carry.begin(GOLDEN_PRIOR))
+                assert np.array_equal(again, chunk.tokens)
+            carry.end(chunk.tokens, chunk.coder, rows)
+    for row in carry.begin(GOLDEN_PRIOR):
+        assert row.mass <= spec.CTX_HALVE_ABOVE
+        assert row.counts.sum() <= spec.CTX_HALVE_ABOVE + 16
+        assert row.rank_counts.sum() <= spec.CTX_HALVE_ABOVE
+
+
+def test_other_coders_ignore_the_keyframe():
+    tokens = walk(100)
+    for coder in ("zstd", "planes", "pack"):
+        data = dumps(header(100), tokens, coder=coder, keyframe=5)
+        assert loads(data).header.version_minor == 0 and loads(data).header.ctx_keyframe == 1
+
+
+def test_salvage_loses_the_carried_chunks_after_a_lost_one():
+    tokens = walk(32 * 9, seed=5)
+    data = bytearray(dumps(header(tokens.shape[1]), tokens, prior=GOLDEN_PRIOR, keyframe=3))
+    with ContainerReader(io.BytesIO(bytes(data)), priors=[GOLDEN_PRIOR]) as reader:
+        chunks = list(reader)
+    assert [int(c.coder) for c in chunks] == [3, 4, 4] * 3
+    data[chunks[4].offset + 20] ^= 0x40  # chunk 4 (coder 4) damaged: chunk 5 carries on from it
+    result = salvage(io.BytesIO(bytes(data)), priors=[GOLDEN_PRIOR])
+    assert [c.index for c in result.chunks] == [0, 1, 2, 3, 6, 7, 8]
+    assert [(d.first_chunk, d.n_chunks) for d in result.damage] == [(4, 1), (5, 1)]
+    assert "continue from a lost chunk" in result.damage[1].reason
+    for chunk in result.chunks:
+        want = tokens[:, chunk.first_frame : chunk.first_frame + chunk.n_frames]
+        assert np.array_equal(chunk.tokens[0], want)
+
+
+def test_salvage_resynchronises_without_decoding_a_carried_chunk_from_the_wrong_models():
+    """After framing damage the scan looks for the next valid chunk: a coder-4 chunk there
+    cannot be decoded (its predecessor is unknown) and must not be, from older models."""
+    tokens = walk(32 * 6, seed=6)
+    data = bytearray(dumps(header(tokens.shape[1]), tokens, prior=GOLDEN_PRIOR, keyframe=3))
+    with ContainerReader(io.BytesIO(bytes(data)), priors=[GOLDEN_PRIOR]) as reader:
+        chunks = list(reader)
+    data[chunks[1].offset : chunks[1].offset + 8] = bytes(8)  # chunk 1's framing wiped
+    result = salvage(io.BytesIO(bytes(data)), priors=[GOLDEN_PRIOR])
+    kept = {c.index for c in result.chunks}
+    assert 0 in kept and 3 in kept and not kept & {1, 2}
+    for chunk in result.chunks:
+        want = tokens[:, chunk.first_frame : chunk.first_frame + chunk.n_frames]
+        assert np.array_equal(chunk.tokens[0], want)
+
+
+def test_keyframe_chunks_is_about_the_seconds_asked():
+    h = header(750, per_chunk=750)  # 10 s chunks at 75 frames/s
+    assert keyframe_chunks(h) == 6 and keyframe_chunks(h, 60) == 6 and keyframe_chunks(h, 0) == 1
+    assert keyframe_chunks(h, 1) == 1 and keyframe_chunks(h, 10**9) == spec.MAX_CTX_KEYFRAME
+    assert keyframe_chunks(header(3, per_chunk=3)) == 1500  # live packets of 40 ms
+    with pytest.raises(ValueError, match=">= 0"):
+        keyframe_chunks(h, -1)
+    with pytest.raises(ValueError, match=">= 0"):
+        keyframe_chunks(h, float("nan"))
+
+
+def test_a_live_writer_carries_its_small_chunks():
+    tokens = walk(3 * 200, seed=7)
+    h = header(tokens.shape[1], per_chunk=3)
+    out = io.BytesIO()
+    writer = ContainerWriter(out, h.__class__(**{**h.__dict__, "source_frames": None,
+                                                 "model_samples": None}),
+                             prior=uniform_prior(16, 2), live=True, keyframe=keyframe_chunks(h))
+    writer.write(tokens[:, :-3])
+    writer.close(source_frames=h.source_frames, model_samples=h.model_samples, last=tokens[:, -3:])
+    read = loads(out.getvalue())
+    assert read.header.ctx_keyframe == 1500 and np.array_equal(read.tokens[0], tokens)
