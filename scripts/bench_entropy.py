@@ -13,7 +13,7 @@ bit-packing (PACK), the zstd mode (the smaller of PACK_ZSTD and PLANES_ZSTD per 
 model's shipped prior (tokpack/priors, trained on synthetic audio that shares nothing with
 the corpus), and with --lm EnCodec's LM coder (a seeded random LM for the test models:
 a speed anchor, not a quality one); the same two CTX priors with the models carried from
-chunk to chunk (coder 4, a keyframe every 60 s as encode does: "carry_*"); and the whole
+chunk to chunk (coder 4, a keyframe every 60 s as encode does, or --keyframe: "carry_*"); and the whole
 default container (`--entropy auto`, carried models, header to END: "file_*"). Bounds, on
 the same tokens: the order-0 entropy
 (per file and codebook, static, table not paid) and the order-1 entropy (H(x_t | x_t-1),
@@ -239,6 +239,8 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write one JSON object per row here")
     ap.add_argument("--concat", action="store_true",
                     help="code the files' tokens one after another, as one long recording")
+    ap.add_argument("--keyframe", type=float, default=None, metavar="SECONDS",
+                    help="keyframe interval of the carried models (default: encode's, 60 s)")
     ap.add_argument("--chunk-frames", type=int, default=0,
                     help="frames per chunk instead of the model's (3: live packets of 40 ms)")
     ap.add_argument("--contexts", action="store_true",
@@ -295,7 +297,8 @@ def main() -> int:
             whole_files = not (args.concat or args.chunk_frames)  # whole containers to write
             row = dict.fromkeys(cols, 0.0)
             keyframe = keyframe_chunks(dataclasses.replace(header, frames_per_chunk=per)
-                                       if args.chunk_frames and not header.segmented else header)
+                                       if args.chunk_frames and not header.segmented else header,
+                                       args.keyframe)
             carries = {name: ctx.Carry(size, header.n_streams, n_q) for name in ("uniform", "prior")}
             for start in range(0, tokens.shape[2], per):
                 chunk = np.ascontiguousarray(tokens[:, :, start : start + per])

@@ -20,6 +20,7 @@ import numpy as np
 from tokpack.formats import ContainerReader, Header, coding, dumps
 from tokpack.formats import spec
 from tokpack.formats.chunk import frame_chunk
+from tokpack.formats.prior import uniform_prior
 
 FIELD_VALUES = ("zero", "max", "random", "plus_one", "minus_one")
 
@@ -52,6 +53,9 @@ def seed_containers() -> dict[str, bytes]:
     toks = rng.integers(0, 1024, (1, 2, sum(frames))).astype(np.uint16)
     seeds["segmented"] = dumps(h, toks, segment_frames=frames, scales=np.array([[0.5], [0.25], [0.125]], np.float32))
     seeds["empty"] = dumps(header(_frames=0), np.zeros((1, 4, 0), np.uint16))
+    toks = (rng.zipf(1.4, (1, 4, 130)) % 1024).astype(np.uint16)  # coders 3, 4, 3, 4 (1.4)
+    seeds["carried_ctx"] = dumps(header(_frames=130), toks, coder="ctx",
+                                 prior=uniform_prior(1024, 4), keyframe=2)
     return seeds
 
 
