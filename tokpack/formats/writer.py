@@ -26,7 +26,7 @@ from tokpack.formats.prior import Prior, resolve
 # How often tokpack's writers start the CTX models afresh (FORMAT.md "Carried models"):
 # a damaged chunk costs at most this much audio, a reader may start at any keyframe, and
 # each keyframe costs the bytes of relearning a file's codes (docs/ENTROPY.md, "Carried
-# models": ~1.5 % at a minute with the uniform prior, less with a trained one).
+# models": ~2 % at a minute with the uniform prior, nothing measurable with a trained one).
 KEYFRAME_SECONDS = 60.0
 
 
