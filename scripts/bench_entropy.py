@@ -311,14 +311,14 @@ def main() -> int:
                         continue
                     for col, carry in ((f"ctx_{kind}", None), (f"carry_{kind}", carries[kind])):
                         fresh = carry is None or start // per % keyframe == 0
-                        rows = None if fresh else carry.begin(prior)
+                        rows = None if fresh else carry.begin()
                         data, t_enc = timed(ctx.encode, chunk, prior, size, rows)
                         back, t_dec = timed(ctx.decode, data, chunk.shape, prior, size,
-                                            None if fresh else carry.begin(prior))
+                                            None if fresh else carry.begin())
                         assert back is not None and np.array_equal(back, chunk), (name, col)
                         if carry is not None:
                             carry.end(chunk, spec.Coder.CTX if fresh else spec.Coder.CTX_CARRY,
-                                      rows)
+                                      prior, keyframe=fresh, rows=rows)
                         row[col] += len(data)
                         speeds.setdefault((f"{col} encode", kbps), []).append(chunk.size / t_enc)
                         speeds.setdefault((f"{col} decode", kbps), []).append(chunk.size / t_dec)

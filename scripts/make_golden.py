@@ -135,6 +135,9 @@ def golden_vectors() -> dict[str, bytes]:
                       model_samples=32_000)
     vectors["ctx_carry.tpk"] = dumps(carried, long_walk, coder="ctx", prior=golden_prior(),
                                      keyframe=3)
+    # The same with coder auto: packing wins the small chunks, and their codes carry on
+    # (through a keyframe coded with PACK) to the coder-4 chunks after them.
+    vectors["ctx_carry_auto.tpk"] = dumps(carried, long_walk, prior=golden_prior(), keyframe=3)
     # ... and halving: one codebook of 4 codes, 3040 frames in chunks of 600, a keyframe
     # every 4 chunks (coders 3, 4, 4, 4, 3, 4): the mass passes 2048 in chunk 3, whose
     # counts are halved there; the codes' frequencies change halfway.

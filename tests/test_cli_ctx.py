@@ -139,3 +139,32 @@ def test_a_missing_default_prior_is_said(clips, tmp_path, test_24khz):
     r = runner.invoke(app, ["encode", str(clips[0]), "-m", "test_24khz", "-o",
                             str(tmp_path / "b.tpk"), "-v"])
     assert r.exit_code == 0 and "no CTX prior" not in r.stderr
+
+
+@pytest.mark.slow  # two 20 s encodes and two decodes; tests/test_formats_carry.py is the fast cover
+def test_long_audio_carries_the_models_and_decodes_the_same(tmp_path, signals):
+    """20.5 s at 24 kHz: three chunks, a keyframe every 60 s, so chunks 1 and 2 carry the
+    models on (coder 4); --keyframe 0 codes the same tokens in independent chunks (a 1.1
+    file); the carried file decodes, and salvage loses the chunk after a damaged one."""
+    x = 0.4 * signals.chirp(492_000, f0=80) + signals.noise(492_000, amp=0.05, seed=9)
+    wav = signals.write(tmp_path / "long.wav", x, 24_000)
+    carried, alone = tmp_path / "carried.tpk", tmp_path / "alone.tpk"
+    encode(wav, "-o", carried)
+    encode(wav, "-o", alone, "--keyframe", "0")
+    assert [c.coder for c in ContainerReader(carried)][1:] == [Coder.CTX_CARRY] * 2
+    assert read_header(carried).ctx_keyframe == 6 and read_header(alone).version_minor == 1
+    assert Coder.CTX_CARRY not in {c.coder for c in ContainerReader(alone)}
+    tokens = [np.concatenate([c.tokens for c in ContainerReader(p)], axis=2) for p in (carried, alone)]
+    assert np.array_equal(tokens[0], tokens[1])
+    assert carried.stat().st_size < alone.stat().st_size
+    result = runner.invoke(app, ["decode", str(carried), "-o", str(tmp_path / "carried.wav"), "-q"])
+    assert result.exit_code == 0, result.stderr
+    data = bytearray(carried.read_bytes())
+    data[list(ContainerReader(carried))[1].offset + 40] ^= 0xFF  # chunk 1 damaged
+    damaged = tmp_path / "damaged.tpk"
+    damaged.write_bytes(bytes(data))
+    result = runner.invoke(app, ["decode", str(damaged), "--salvage", "-o",
+                                 str(tmp_path / "salvaged.wav")])
+    assert result.exit_code == 0, result.stderr
+    assert "chunk 1 lost" in result.stderr and "chunk 2 lost" in result.stderr
+    assert "continue from a lost chunk" in result.stderr

@@ -39,18 +39,37 @@ def coders(data: bytes, priors=()) -> list[int]:
 
 
 def test_the_state_after_a_chunk_is_what_coding_it_leaves():
-    """Carry computes the models after a chunk of coders 0-3 at once; coding block by block
-    (coder 3) must leave the same counts, rank counts, last code and mass."""
+    """Carry counts a coder-3 chunk at once and replays a packed chunk's updates; coding
+    block by block must leave the same counts, rank counts, last code and mass."""
     tokens = walk(75, seed=3)[np.newaxis]
     rows = [ctx._Row(book, 16) for book in GOLDEN_PRIOR.codebooks[:2]]
     ctx.encode(tokens, GOLDEN_PRIOR, 16, rows)
-    carry = ctx.Carry(16, 1, 2)
-    carry.end(tokens, spec.Coder.PACK)
-    for coded, carried in zip(rows, carry.begin(GOLDEN_PRIOR), strict=True):
-        assert np.array_equal(coded.counts, carried.counts)
-        assert np.array_equal(coded.rank_counts, carried.rank_counts)
-        assert (coded.prev, coded.mass, carried.halve) == (carried.prev, carried.mass, True)
+    for coder in (spec.Coder.CTX, spec.Coder.PACK):
+        carry = ctx.Carry(16, 1, 2)
+        carry.end(tokens, coder, GOLDEN_PRIOR, keyframe=True)
+        for coded, carried in zip(rows, carry.begin(), strict=True):
+            assert np.array_equal(coded.counts, carried.counts)
+            assert np.array_equal(coded.rank_counts, carried.rank_counts)
+            assert (coded.prev, coded.mass, carried.halve) == (carried.prev, carried.mass, True)
     assert rows[0].rank_counts.sum() > 0  # codebook 0's neighbour model was exercised
+
+
+def test_what_is_not_known_stays_unknown():
+    carry = ctx.Carry(16, 1, 2)
+    assert carry.begin() is None  # no chunk yet
+    tokens = walk(20)[np.newaxis]
+    carry.end(tokens, spec.Coder.PACK, None, keyframe=True)  # the prior is not here
+    assert carry.begin() is None
+    carry.end(tokens, spec.Coder.PACK, GOLDEN_PRIOR, keyframe=False)  # continues the unknown
+    assert carry.begin() is None
+    carry.end(tokens, spec.Coder.PACK, GOLDEN_PRIOR, keyframe=None)  # keyframe or not?
+    assert carry.begin() is None
+    carry.end(tokens, spec.Coder.CTX, GOLDEN_PRIOR, keyframe=None)  # coder 3: a keyframe
+    assert carry.begin()[0].mass == 20
+    carry.end(tokens, spec.Coder.PACK_ZSTD, GOLDEN_PRIOR, keyframe=False)
+    assert carry.begin()[0].mass == 40  # carried on through a zstd chunk
+    carry.lose()
+    assert carry.begin() is None
 
 
 @pytest.mark.parametrize("prior", [None, GOLDEN_PRIOR], ids=["uniform", "neighbours"])
@@ -79,6 +98,14 @@ def test_a_chunk_of_another_coder_passes_its_codes_on():
     assert used[2] in (spec.Coder.PACK_ZSTD, spec.Coder.PLANES_ZSTD)
     assert used[3] == spec.Coder.CTX_CARRY
     assert np.array_equal(loads(data, priors=[GOLDEN_PRIOR]).tokens[0], tokens)
+    carry = ctx.Carry(16, 1, 2)  # what the models carried into chunk 3 had counted
+    for i, coder in enumerate(used[:3]):
+        chunk = tokens[np.newaxis, :, 32 * i : 32 * (i + 1)]
+        rows = None if i == 0 else carry.begin()
+        if coder == spec.Coder.CTX_CARRY:
+            ctx.encode(chunk, GOLDEN_PRIOR, 16, rows)
+        carry.end(chunk, coder, GOLDEN_PRIOR, keyframe=i == 0, rows=rows)
+    assert carry.begin()[1].mass == 96 and carry.begin()[1].counts[5] >= 32
 
 
 def test_halving_keeps_the_counts_bounded():
@@ -91,13 +118,13 @@ def test_halving_keeps_the_counts_bounded():
     carry = ctx.Carry(16, 1, 2)
     with ContainerReader(io.BytesIO(data), priors=[GOLDEN_PRIOR]) as reader:
         for chunk in reader:
-            rows = carry.begin(GOLDEN_PRIOR) if chunk.coder == spec.Coder.CTX_CARRY else None
+            rows = carry.begin() if chunk.coder == spec.Coder.CTX_CARRY else None
             if rows is not None:  # the reader's models, replayed: the same tokens come out
                 again = ctx.decode(ctx.encode(chunk.tokens, GOLDEN_PRIOR, 16, rows), chunk.tokens.shape,
-                                   GOLDEN_PRIOR, 16, carry.begin(GOLDEN_PRIOR))
+                                   GOLDEN_PRIOR, 16, carry.begin())
                 assert np.array_equal(again, chunk.tokens)
-            carry.end(chunk.tokens, chunk.coder, rows)
-    for row in carry.begin(GOLDEN_PRIOR):
+            carry.end(chunk.tokens, chunk.coder, GOLDEN_PRIOR, keyframe=chunk.index == 0, rows=rows)
+    for row in carry.begin():
         assert row.mass <= spec.CTX_HALVE_ABOVE
         assert row.counts.sum() <= spec.CTX_HALVE_ABOVE + 16
         assert row.rank_counts.sum() <= spec.CTX_HALVE_ABOVE

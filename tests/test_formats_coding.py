@@ -69,12 +69,13 @@ def test_coder_round_trip(bits, seed, n, coder):
     carry = None
     if coder == Coder.CTX_CARRY:  # carried on from a chunk before
         carry = ctx.Carry(2**bits, 1, 1)
-        carry.end(rng.integers(0, 2**bits, (1, 1, 20)).astype(np.uint16), Coder.PACK)
-    rows = None if carry is None else carry.begin(prior)
+        carry.end(rng.integers(0, 2**bits, (1, 1, 20)).astype(np.uint16), Coder.PACK, prior,
+                  keyframe=True)
+    rows = None if carry is None else carry.begin()
     used, data = encode(values, bits, name, COMPRESSOR, prior=prior, codebook_size=2**bits,
                         rows=rows)
     alone = ctx_coder and ctx.encode(values, prior, 2**bits,
-                                     None if carry is None else carry.begin(prior))
+                                     None if carry is None else carry.begin())
     if ctx_coder and len(alone) < ctx.min_bytes(values.shape, 2**bits):
         assert used not in (Coder.CTX, Coder.CTX_CARRY)  # under the floor: auto among 0-2
         assert (used, data) == encode(values, bits, "auto", COMPRESSOR)
@@ -83,7 +84,7 @@ def test_coder_round_trip(bits, seed, n, coder):
         assert not ctx_coder or data == alone
     decoded = decode(used, data, values.shape, bits, offset=0, context="test", prior=prior,
                      codebook_size=2**bits,
-                     rows=carry.begin(prior) if used == Coder.CTX_CARRY else None)
+                     rows=carry.begin() if used == Coder.CTX_CARRY else None)
     assert np.array_equal(decoded, values.ravel())
 
 

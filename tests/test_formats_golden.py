@@ -227,6 +227,7 @@ def test_carried_models_content(monkeypatch):
     from tokpack.formats import ContainerReader
 
     for name, keyframe, coders in (("ctx_carry.tpk", 3, [3, 4, 4, 3, 4, 4, 3]),
+                                   ("ctx_carry_auto.tpk", 3, [0, 4, 0, 0, 4, 4, 0]),
                                    ("ctx_halving.tpk", 4, [3, 4, 4, 4, 3, 4])):
         with ContainerReader(DATA / name, priors=PRIORS) as reader:
             assert (reader.header.version_minor, reader.header.ctx_keyframe) == (4, keyframe)

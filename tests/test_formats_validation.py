@@ -151,6 +151,17 @@ def test_ctx_carry_needs_a_version_1_4_header():
     assert "version 1.4" in str(error)
 
 
+def test_ctx_is_refused_between_keyframes():
+    """Where the models carry on, CTX chunks are coder 4 (salvage trusts coder 3 as a keyframe)."""
+    header = dataclasses.replace(HEADER, version_minor=4, prior_sha256=bytes(32), ctx_keyframe=2)
+    data = header.to_bytes() + frame_chunk(spec.ChunkType.TOKENS, Coder.PACK, HEADER.frames_per_chunk,
+                                           bytes(HEADER.frames_per_chunk * 20 // 8))
+    offset = len(data)
+    data += frame_chunk(spec.ChunkType.TOKENS, Coder.CTX, 1, bytes(64))
+    error = rejected(data, FieldOutOfRange, "param")
+    assert error.offset == offset + 1 and "between keyframes" in str(error)
+
+
 def test_ctx_carry_is_refused_at_a_keyframe():
     """Chunk 0, and every chunk whose index is a multiple of ctx_keyframe, starts afresh."""
     for keyframe, at in ((1, 1), (3, 0), (3, 3)):

@@ -131,47 +131,54 @@ def _ranks(row: np.ndarray, preds: np.ndarray, neighbours: np.ndarray) -> np.nda
 
 
 class Carry:
-    """The models a file's TOKENS chunks leave for a coder-4 chunk (FORMAT.md "Carried
-    models"). Call :meth:`end` after every chunk, in order (:meth:`lose` for a chunk that
-    could not be read); :meth:`begin` gives the models the next chunk starts from if it is
-    coded with coder 4 (fresh copies: coding changes them, and a coder-4 chunk hands them
-    back to :meth:`end`)."""
+    """The models a file's TOKENS chunks leave for the next (FORMAT.md "Carried models").
+    Call :meth:`end` after every chunk, in order (:meth:`lose` for a chunk that could not be
+    read); :meth:`begin` gives the models a coder-4 chunk starts from (fresh copies: coding
+    changes them, and the chunk hands them back to :meth:`end`)."""
 
     def __init__(self, codebook_size: int, n_streams: int, n_codebooks: int) -> None:
         self.size = codebook_size
         self.n_rows = n_streams * n_codebooks
         self.n_codebooks = n_codebooks
-        self._rows: list[_Row] | None = None  # after the last chunk, once computed
-        self._tokens: np.ndarray | None = None  # the last chunk's, when it was not coder 4
+        self._rows: list[_Row] | None = None  # after the last chunk; None: not known
 
-    def begin(self, prior: Prior) -> list[_Row] | None:
+    def begin(self) -> list[_Row] | None:
         """The models after the last chunk, as coder 4 starts from them; None when they
-        are not known (no chunk yet, or the last one was lost)."""
-        if self._rows is None:
-            if self._tokens is None:
-                return None
-            _check((1, self.n_codebooks, 0), prior, self.size)
-            self._rows = self._fresh_after(self._tokens, prior)
-            self._tokens = None
-        return [row.carried() for row in self._rows]
+        are not known (no chunk yet, or one was lost since the last keyframe)."""
+        return None if self._rows is None else [row.carried() for row in self._rows]
 
-    def end(self, tokens: np.ndarray, coder: int, rows: list[_Row] | None = None) -> None:
-        """The chunk ``tokens`` [S, K, T] was coded with ``coder``; for coder 4, ``rows``
-        are its models after coding (from :meth:`begin`)."""
+    def end(self, tokens: np.ndarray, coder: int, prior: Prior | None, *,
+            keyframe: bool | None, rows: list[_Row] | None = None) -> None:
+        """The chunk ``tokens`` [S, K, T] was coded with ``coder``: for coder 4, ``rows`` are
+        its models after coding (from :meth:`begin`). ``keyframe``: whether the chunk's
+        index made it start afresh (None: not known, as in salvage after a gap of unknown
+        size). Without the ``prior`` (not available) the models are not known."""
         if coder == spec.Coder.CTX_CARRY:
             if rows is None or len(rows) != self.n_rows:
                 raise ValueError("a coder-4 chunk hands back its models")
-            self._rows, self._tokens = rows, None
-        else:
-            self._rows, self._tokens = None, tokens
+            self._rows = rows
+        elif prior is None:
+            self._rows = None
+        elif coder == spec.Coder.CTX:  # always at a keyframe: what it leaves, counted at once
+            self._rows = self._fresh_after(tokens, prior)
+        else:  # coders 0-2 leave what coding their tokens with coder 4 would
+            start = (self._fresh(prior) if keyframe else None if keyframe is None
+                     else self.begin())
+            self._rows = None if start is None else _advance(start, tokens)
 
     def lose(self) -> None:
-        """The chunk was lost: its models are not known."""
-        self._rows = self._tokens = None
+        """The chunk was lost: the models after it are not known."""
+        self._rows = None
+
+    def _fresh(self, prior: Prior) -> list[_Row]:
+        _check((1, self.n_codebooks, 0), prior, self.size)
+        return [_Row(prior.codebooks[i % self.n_codebooks], self.size, halve=True)
+                for i in range(self.n_rows)]
 
     def _fresh_after(self, tokens: np.ndarray, prior: Prior) -> list[_Row]:
         """What coding ``tokens`` with coder 3 leaves (no halving, so the order of the
         blocks does not matter: counted at once)."""
+        _check((1, self.n_codebooks, 0), prior, self.size)
         rows = []
         for i, row in enumerate(tokens.reshape(self.n_rows, -1).astype(np.int64)):
             model = _Row(prior.codebooks[i % self.n_codebooks], self.size)
@@ -183,6 +190,17 @@ class Carry:
             model.prev, model.mass = int(row[-1]), len(row)
             rows.append(model)
         return rows
+
+
+def _advance(rows: list[_Row], tokens: np.ndarray) -> list[_Row]:
+    """``rows`` after the CTX update over ``tokens`` [S, K, T], block by block, as coding
+    them would leave them (without coding)."""
+    for model, row in zip(rows, tokens.reshape(len(rows), -1).astype(np.int64), strict=True):
+        ranks = _ranks(row, model.predecessors(row), model.neighbours) if model.book.mix else None
+        for start in _blocks(len(row)):
+            model.update(row[start : start + spec.CTX_BLOCK],
+                         None if ranks is None else ranks[start : start + spec.CTX_BLOCK])
+    return rows
 
 
 def _check(tokens_shape: tuple[int, int, int], prior: Prior, codebook_size: int) -> None:

@@ -15,6 +15,7 @@ from tokpack.errors import (
     ChecksumMismatch,
     FieldOutOfRange,
     FormatError,
+    PriorNotFound,
     Truncated,
     UnsupportedFeature,
 )
@@ -184,6 +185,8 @@ class _ChunkParser:
         self.carry = (ctx.Carry(header.codebook_size, header.n_streams, header.n_codebooks)
                       if header.ctx_keyframe > 1 else None)
         self.check_keyframes = True  # salvage does not: a lost run blurs the indices
+        self.index_known = True  # salvage: False after a run of lost chunks of unknown size
+        self.prior_missing = False  # the header's prior was looked for and is not here
 
     def chunks(self) -> Iterator[Chunk]:
         while True:
@@ -302,8 +305,13 @@ class _ChunkParser:
             )
         shape = (header.n_streams, header.n_codebooks, count)
         rows = None
+        keyframe = self.index % header.ctx_keyframe == 0
         if param == spec.Coder.CTX_CARRY:
-            rows = self.carried_rows(offset, label)
+            rows = self.carried_rows(offset, label, keyframe)
+        elif param == spec.Coder.CTX and not keyframe and self.check_keyframes:
+            raise FieldOutOfRange(
+                f"{label}: lies between keyframes (ctx_keyframe {header.ctx_keyframe}), where "
+                "CTX models carry on: coder CTX_CARRY, not CTX", offset=offset + 1, field="param")
         if param in (spec.Coder.CTX, spec.Coder.CTX_CARRY):
             least = ctx.min_bytes(shape, header.codebook_size)
             if length - table_size < least:
@@ -342,7 +350,8 @@ class _ChunkParser:
         elif count < per_chunk:
             self.short_chunk = f"TOKENS chunk {self.index} of {count} frames"
         if self.carry is not None:
-            self.carry.end(values.reshape(shape), param, rows)
+            self.carry.end(values.reshape(shape), param, self.carry_prior(offset, label),
+                           keyframe=keyframe if self.index_known else None, rows=rows)
         self.digest.update(payload[:table_size])
         self.digest.update(values.astype("<u2").tobytes())
         chunk = Chunk(
@@ -361,7 +370,17 @@ class _ChunkParser:
         self.first_frame += count
         return chunk
 
-    def carried_rows(self, offset: int, label: str) -> list:
+    def carry_prior(self, offset: int, label: str) -> prior.Prior | None:
+        """The prior, for the models every chunk of a carrying file leaves; None if it is
+        not here (then only a coder-4 chunk fails, with PriorNotFound)."""
+        if self.prior is None and not self.prior_missing:
+            try:
+                self.ctx_prior(offset, label)
+            except PriorNotFound:
+                self.prior_missing = True
+        return self.prior
+
+    def carried_rows(self, offset: int, label: str, keyframe: bool) -> list:
         """The models a coder-4 chunk starts from, after its checks (FORMAT.md "Carried
         models")."""
         header = self.header
@@ -369,12 +388,13 @@ class _ChunkParser:
             raise FieldOutOfRange(
                 f"{label}: coder CTX_CARRY needs a version 1.{spec.CARRY_MINOR} header (this one "
                 f"is 1.{header.version_minor})", offset=offset + 1, field="param")
-        if self.check_keyframes and self.index % header.ctx_keyframe == 0:
+        if self.check_keyframes and keyframe:
             raise FieldOutOfRange(
                 f"{label}: is a keyframe (ctx_keyframe {header.ctx_keyframe}): its CTX models "
                 "start afresh, so it must not use coder CTX_CARRY", offset=offset + 1,
                 field="param")
-        rows = None if self.carry is None else self.carry.begin(self.ctx_prior(offset, label))
+        self.ctx_prior(offset, label)  # PriorNotFound here if it is missing
+        rows = None if self.carry is None else self.carry.begin()
         if rows is None:
             raise FieldOutOfRange(f"{label}: its CTX models continue from a lost chunk",
                                   offset=offset + 1, field="param")

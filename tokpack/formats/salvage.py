@@ -222,6 +222,8 @@ class _Scanner:
         # the models kept chunks leave for a coder-4 chunk right after them
         self.carry = (ctx.Carry(header.codebook_size, header.n_streams, header.n_codebooks)
                       if header.ctx_keyframe > 1 else None)
+        self.index_known = True
+        self.prior_missing = False
         self.limit = tokens_payload_limit(header, header.frames_per_chunk, header.segments_per_chunk)
         self.result = Salvaged(header, [])
         self.index = 0  # the TOKENS chunk expected next
@@ -298,6 +300,7 @@ class _Scanner:
         damage = Damage(self.index, n, offset, reason, exact, span)
         self.result.damage.append(damage)
         self.index += n
+        self.index_known &= exact  # an estimate: which chunks are keyframes is not known
         return damage
 
     def settle_estimate(self, gap: Damage) -> None:
@@ -354,11 +357,12 @@ class _Scanner:
         parser.index, parser.first_frame = self.index, self.index * self.header.frames_per_chunk
         parser.prior = self.prior
         parser.carry, parser.check_keyframes = self.carry, False
+        parser.index_known, parser.prior_missing = self.index_known, self.prior_missing
         head = bytes(self.data[pos : pos + spec.CHUNK_HEAD_SIZE])
         if chunk_type == spec.ChunkType.TOKENS:
             parser.src.read_upto(spec.CHUNK_HEAD_SIZE)
             chunk = parser.tokens(0, head, param, count, length)
-            self.prior = parser.prior
+            self.prior, self.prior_missing = parser.prior, parser.prior_missing
             return "tokens", chunk, end
         if chunk_type == spec.ChunkType.END:
             parser.src.read_upto(spec.CHUNK_HEAD_SIZE)

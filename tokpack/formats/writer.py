@@ -292,9 +292,10 @@ class ContainerWriter:
     def _emit(self, tokens: np.ndarray, table: bytes = b"", n_segments: int = 0) -> None:
         values = np.ascontiguousarray(tokens).ravel()
         header = self.header
-        rows = None  # the models a coder-4 chunk starts from (not at a keyframe)
-        if self._carry is not None and self._n_chunks % header.ctx_keyframe:
-            rows = self._carry.begin(self._prior)
+        keyframe = self._n_chunks % header.ctx_keyframe == 0
+        rows = None  # the models a coder-4 chunk starts from (between keyframes)
+        if self._carry is not None and not keyframe:
+            rows = self._carry.begin()
         coder, coded = coding.encode(
             tokens, header.bits_per_code, self._coder, self._compressor,
             prior=self._prior, codebook_size=header.codebook_size, rows=rows,
@@ -303,7 +304,8 @@ class ContainerWriter:
             # only a forced CTX can come out larger than zstd's bound: pack such a chunk
             coder, coded = spec.Coder.PACK, coding.pack(values, header.bits_per_code)
         if self._carry is not None:
-            self._carry.end(tokens, coder, rows if coder == spec.Coder.CTX_CARRY else None)
+            self._carry.end(tokens, coder, self._prior, keyframe=keyframe,
+                            rows=rows if coder == spec.Coder.CTX_CARRY else None)
         self._write(frame_chunk(spec.ChunkType.TOKENS, coder, tokens.shape[2], table + coded))
         self._digest.update(table)
         self._digest.update(values.astype("<u2").tobytes())
