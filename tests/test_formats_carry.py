@@ -191,3 +191,15 @@ def test_a_live_writer_carries_its_small_chunks():
     writer.close(source_frames=h.source_frames, model_samples=h.model_samples, last=tokens[:, -3:])
     read = loads(out.getvalue())
     assert read.header.ctx_keyframe == 1500 and np.array_equal(read.tokens[0], tokens)
+
+
+def test_without_the_prior_only_the_ctx_chunks_fail():
+    """The models of a packed chunk need the prior to carry on, but the chunk itself does not."""
+    from tokpack.errors import PriorNotFound
+
+    chunks = []
+    with ContainerReader(DATA / "ctx_carry_auto.tpk") as reader:  # coders 0, 4, 0, ...
+        with pytest.raises(PriorNotFound):
+            for chunk in reader:
+                chunks.append(chunk)
+    assert [int(c.coder) for c in chunks] == [spec.Coder.PACK]
