@@ -203,3 +203,26 @@ def test_without_the_prior_only_the_ctx_chunks_fail():
             for chunk in reader:
                 chunks.append(chunk)
     assert [int(c.coder) for c in chunks] == [spec.Coder.PACK]
+
+
+@pytest.mark.parametrize("mass", [0, 1990, 2040, 5000])
+def test_advancing_at_once_is_advancing_block_by_block(mass):
+    """Carry counts a packed chunk's tokens between halvings at once; the coder updates
+    after every block: the same models, halvings included (a mass near 2048 halves inside
+    the chunk, one far above it halves after every block)."""
+    rng = np.random.default_rng(mass)
+    tokens = rng.integers(0, 16, (3, 2, 150)).astype(np.uint16)  # 3 streams x 2 codebooks
+    start = []
+    for i in range(6):
+        row = ctx._Row(GOLDEN_PRIOR.codebooks[i % 2], 16, halve=True)
+        row.counts += rng.integers(0, 40, 16)
+        row.rank_counts += rng.integers(0, 40, row.book.n_neighbours)
+        row.prev, row.mass = int(rng.integers(0, 16)), mass
+        start.append(row)
+    at_once = ctx._advance([row.carried() for row in start], tokens)
+    for model, row, ref in zip(at_once, tokens.reshape(6, -1).astype(np.int64), start, strict=True):
+        ranks = ctx._ranks(row, ref.predecessors(row), ref.neighbours) if ref.book.mix else None
+        for b in range(0, 150, spec.CTX_BLOCK):
+            ref.update(row[b : b + spec.CTX_BLOCK], None if ranks is None else ranks[b : b + spec.CTX_BLOCK])
+        assert np.array_equal(model.counts, ref.counts) and np.array_equal(model.rank_counts, ref.rank_counts)
+        assert (model.prev, model.mass) == (ref.prev, ref.mass)

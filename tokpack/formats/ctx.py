@@ -194,12 +194,49 @@ class Carry:
 
 def _advance(rows: list[_Row], tokens: np.ndarray) -> list[_Row]:
     """``rows`` after the CTX update over ``tokens`` [S, K, T], block by block, as coding
-    them would leave them (without coding)."""
-    for model, row in zip(rows, tokens.reshape(len(rows), -1).astype(np.int64), strict=True):
-        ranks = _ranks(row, model.predecessors(row), model.neighbours) if model.book.mix else None
-        for start in _blocks(len(row)):
-            model.update(row[start : start + spec.CTX_BLOCK],
-                         None if ranks is None else ranks[start : start + spec.CTX_BLOCK])
+    them would leave them, without coding. Every row gets every frame, so the rows share
+    their mass and the blocks after which their counts halve: the counts between two
+    halvings are added at once, for all rows (a few operations per token, however many
+    rows and blocks a chunk has)."""
+    n_rows = len(rows)
+    toks = tokens.reshape(n_rows, -1).astype(np.int64)
+    n_frames, size = toks.shape[1], rows[0].size
+    if len({(row.mass, row.halve) for row in rows}) != 1:
+        raise ValueError("the rows of a chunk share their mass")
+    mass, halve = rows[0].mass, rows[0].halve
+    ends = []  # (frame after which the counts are added, whether they halve then)
+    for start in _blocks(n_frames):
+        mass += min(spec.CTX_BLOCK, n_frames - start)
+        if halve and mass > spec.CTX_HALVE_ABOVE:
+            mass -= mass >> 1
+            ends.append((min(start + spec.CTX_BLOCK, n_frames), True))
+    if not ends or ends[-1][0] < n_frames:
+        ends.append((n_frames, False))
+    mixed = [i for i, row in enumerate(rows) if row.book.mix]
+    width = max((rows[i].book.n_neighbours for i in mixed), default=0) + 1  # + "not a neighbour"
+    ranks = np.stack([_ranks(toks[i], rows[i].predecessors(toks[i]), rows[i].neighbours)
+                      for i in mixed]) if mixed else np.zeros((0, n_frames), np.int64)
+    counts = np.stack([row.counts for row in rows])
+    rank_counts = np.zeros((len(mixed), width), np.int64)
+    for j, i in enumerate(mixed):
+        rank_counts[j, : rows[i].book.n_neighbours] = rows[i].rank_counts
+    row_offsets = (np.arange(n_rows) * size)[:, np.newaxis]
+    rank_offsets = (np.arange(len(mixed)) * width)[:, np.newaxis]
+    begin = 0
+    for end, halves in ends:
+        counts += np.bincount((toks[:, begin:end] + row_offsets).ravel(),
+                              minlength=n_rows * size).reshape(n_rows, size)
+        if mixed:
+            rank_counts += np.bincount((ranks[:, begin:end] + rank_offsets).ravel(),
+                                       minlength=len(mixed) * width).reshape(len(mixed), width)
+        if halves:
+            counts -= counts >> 1
+            rank_counts -= rank_counts >> 1
+        begin = end
+    for i, row in enumerate(rows):
+        row.counts, row.prev, row.mass = counts[i].copy(), int(toks[i, -1]), mass
+    for j, i in enumerate(mixed):
+        rows[i].rank_counts = rank_counts[j, : rows[i].book.n_neighbours].copy()
     return rows
 
 
