@@ -159,10 +159,10 @@ class Carry:
             self._rows = rows
         elif prior is None:
             self._rows = None
-        elif coder == spec.Coder.CTX:  # always at a keyframe: what it leaves, counted at once
-            self._rows = self._fresh_after(tokens, prior)
+        elif coder == spec.Coder.CTX:  # always at a keyframe, and never halves
+            self._rows = _advance(self._fresh(prior, halve=False), tokens)
         else:  # coders 0-2 leave what coding their tokens with coder 4 would
-            start = (self._fresh(prior) if keyframe else None if keyframe is None
+            start = (self._fresh(prior, halve=True) if keyframe else None if keyframe is None
                      else self.begin())
             self._rows = None if start is None else _advance(start, tokens)
 
@@ -170,26 +170,10 @@ class Carry:
         """The chunk was lost: the models after it are not known."""
         self._rows = None
 
-    def _fresh(self, prior: Prior) -> list[_Row]:
+    def _fresh(self, prior: Prior, *, halve: bool) -> list[_Row]:
         _check((1, self.n_codebooks, 0), prior, self.size)
-        return [_Row(prior.codebooks[i % self.n_codebooks], self.size, halve=True)
+        return [_Row(prior.codebooks[i % self.n_codebooks], self.size, halve=halve)
                 for i in range(self.n_rows)]
-
-    def _fresh_after(self, tokens: np.ndarray, prior: Prior) -> list[_Row]:
-        """What coding ``tokens`` with coder 3 leaves (no halving, so the order of the
-        blocks does not matter: counted at once)."""
-        _check((1, self.n_codebooks, 0), prior, self.size)
-        rows = []
-        for i, row in enumerate(tokens.reshape(self.n_rows, -1).astype(np.int64)):
-            model = _Row(prior.codebooks[i % self.n_codebooks], self.size)
-            model.counts += np.bincount(row, minlength=self.size)
-            if model.book.mix:
-                ranks = _ranks(row, model.predecessors(row), model.neighbours)
-                n = model.book.n_neighbours
-                model.rank_counts += np.bincount(ranks[ranks < n], minlength=n)
-            model.prev, model.mass = int(row[-1]), len(row)
-            rows.append(model)
-        return rows
 
 
 def _advance(rows: list[_Row], tokens: np.ndarray) -> list[_Row]:
@@ -329,14 +313,14 @@ def decode(data: bytes, shape: tuple[int, int, int], prior: Prior,
                 row_model.update(row[start : start + n], None)
                 continue
             mixing = row_model.mixing(order0)
-            pred = row[start - 1] if start else row_model.prev
+            pred = row_model.prev  # the last code before the block (-1: none)
             for t in range(start, start + n):
                 freqs = order0 if pred < 0 else row_model.mixed_one(mixing, pred)
                 row[t] = pred = decoder.decode(model.Categorical(freqs.astype(np.float64),
                                                                  perfect=False))
             block = row[start : start + n]
-            preds = np.concatenate([[row[start - 1] if start else row_model.prev], block[:-1]])
-            row_model.update(block, _ranks(block, preds, row_model.neighbours))
+            row_model.update(block, _ranks(block, row_model.predecessors(block),
+                                           row_model.neighbours))
         tokens[s, k] = row
     if not decoder.maybe_exhausted():
         return None

@@ -329,8 +329,8 @@ class _ChunkParser:
             header.bits_per_code,
             offset=coded_offset,
             context=label,
-            prior=self.ctx_prior(offset, label) if rows is not None or param == spec.Coder.CTX
-            else None,
+            prior=self.ctx_prior(offset, label)
+            if param in (spec.Coder.CTX, spec.Coder.CTX_CARRY) else None,
             codebook_size=header.codebook_size,
             rows=rows,
         )
