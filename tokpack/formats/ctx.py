@@ -1,5 +1,5 @@
 """The CTX coder (TOKENS coder 3, docs/FORMAT.md "CTX coder"): adaptive context models,
-range-coded with constriction.
+range-coded with constriction's range coder.
 
 Each (stream, codebook) row of a chunk is coded on its own, frame blocks of CTX_BLOCK at a
 time. Its model mixes an order-0 distribution (the prior's, plus the counts of the blocks
@@ -11,6 +11,11 @@ floating-point rounding reaches the coded bits.
 
 Coder 4 (CTX_CARRY, FORMAT.md "Carried models") codes the same way from the models the
 previous chunk left (:class:`Carry`), halving old counts as they grow.
+
+Coding runs in the compiled ``tokpack.formats._ctxcoder`` (the same bytes, 20-100x faster:
+a symbol costs O(neighbours + log codes) there, a table here); where it was not built (no C
+compiler at install) the numpy + constriction code below does the work, and it stays the
+reference the compiled coder is tested against.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ import numpy as np
 
 from tokpack.formats import spec
 from tokpack.formats.prior import CodebookPrior, Prior
+
+try:
+    from tokpack.formats import _ctxcoder as compiled
+except ImportError:  # not built: constriction codes (ctx.compiled None)
+    compiled = None
 
 _FREE_TOTAL = 1 << spec.CTX_PRECISION  # constriction adds one to every frequency
 
@@ -251,9 +261,11 @@ def encode(tokens: np.ndarray, prior: Prior, codebook_size: int,
            rows: list[_Row] | None = None) -> bytes:
     """Code tokens [n_streams, n_codebooks, n_frames] (uint16 below ``codebook_size``):
     coder 3, or coder 4 from ``rows`` (:meth:`Carry.begin`, which this changes)."""
+    _check(tokens.shape, prior, codebook_size)
+    if compiled is not None:
+        return _compiled_encode(tokens, prior, codebook_size, rows)
     import constriction
 
-    _check(tokens.shape, prior, codebook_size)
     model = constriction.stream.model
     family = model.Categorical(perfect=False)
     encoder = constriction.stream.queue.RangeEncoder()
@@ -290,11 +302,13 @@ def decode(data: bytes, shape: tuple[int, int, int], prior: Prior,
     """Inverse of :func:`encode` (coder 4 with ``rows``, which this changes); None if
     ``data`` is not a whole number of 32-bit words or holds words after the last symbol
     (the caller reports where)."""
-    import constriction
-
     _check(shape, prior, codebook_size)
     if len(data) % 4:
         return None
+    if compiled is not None:
+        return _compiled_decode(data, shape, prior, codebook_size, rows)
+    import constriction
+
     model = constriction.stream.model
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4")
                                                      .astype(np.uint32))
@@ -325,6 +339,65 @@ def decode(data: bytes, shape: tuple[int, int, int], prior: Prior,
     if not decoder.maybe_exhausted():
         return None
     return tokens
+
+
+def _compiled_state(shape, prior: Prior, size: int, rows: list[_Row] | None):
+    """The arguments of ``_ctxcoder`` after the tokens: books, and the rows' state as arrays
+    it updates in place (fresh for coder 3, copied from ``rows`` for coder 4)."""
+    n_streams, n_codebooks, _ = shape
+    n_rows = n_streams * n_codebooks
+    if rows is not None and len(rows) != n_rows:
+        raise ValueError(f"{len(rows)} row models for {n_rows} rows")
+    books = prior.codebooks[:n_codebooks]
+    width = max(max(book.n_neighbours for book in books), 1)
+    args = tuple(
+        (np.ascontiguousarray(book.order0, np.int64), int(book.strength),
+         np.ascontiguousarray(book.neighbours, np.int64) if book.mix else None,
+         np.ascontiguousarray(book.ranks, np.int64), int(book.rank_strength), int(book.mix))
+        for book in books)
+    row_book = np.tile(np.arange(n_codebooks, dtype=np.int64), n_streams)
+    rank_counts = np.zeros((n_rows, width), np.int64)
+    if rows is None:
+        counts = np.zeros((n_rows, size), np.int64)
+        prev, mass, halve = np.full(n_rows, -1, np.int64), np.zeros(n_rows, np.int64), False
+    else:
+        counts = np.stack([row.counts for row in rows]).astype(np.int64)
+        for i, row in enumerate(rows):
+            rank_counts[i, : len(row.rank_counts)] = row.rank_counts
+        prev = np.array([row.prev for row in rows], np.int64)
+        mass = np.array([row.mass for row in rows], np.int64)
+        halve = rows[0].halve
+        if any(row.halve != halve for row in rows):
+            raise ValueError("the rows of a chunk halve alike")
+    return (size, n_rows, shape[2], args, row_book, counts, rank_counts, prev, mass,
+            spec.CTX_HALVE_ABOVE if halve else -1)
+
+
+def _compiled_store(rows: list[_Row] | None, state) -> None:
+    """Hands the state the compiled coder left back to ``rows`` (coder 4)."""
+    if rows is None:
+        return
+    counts, rank_counts, prev, mass = state[5:9]
+    for i, row in enumerate(rows):
+        row.counts, row.rank_counts = counts[i], rank_counts[i, : len(row.rank_counts)].copy()
+        row.prev, row.mass = int(prev[i]), int(mass[i])
+
+
+def _compiled_encode(tokens: np.ndarray, prior: Prior, size: int, rows) -> bytes:
+    state = _compiled_state(tokens.shape, prior, size, rows)
+    flat = np.ascontiguousarray(tokens, np.int64).reshape(state[1], state[2])
+    data = compiled.encode(flat, *state)
+    _compiled_store(rows, state)
+    return data
+
+
+def _compiled_decode(data: bytes, shape, prior: Prior, size: int, rows) -> np.ndarray | None:
+    state = _compiled_state(shape, prior, size, rows)
+    tokens = np.zeros((state[1], state[2]), np.int64)
+    if not compiled.decode(data, tokens, *state):
+        return None
+    _compiled_store(rows, state)
+    return tokens.reshape(shape).astype(np.uint16)
 
 
 def code_lengths(tokens: np.ndarray, prior: Prior, codebook_size: int) -> np.ndarray:
