@@ -9,10 +9,11 @@
 For each real corpus file (../shared/corpus/real) and bandwidth it encodes the audio once
 (test model, 2 threads), then codes the same tokens, chunk by chunk as containers do, with:
 bit-packing (PACK), the zstd mode (the smaller of PACK_ZSTD and PLANES_ZSTD per chunk, what
-`--entropy zstd|planes|auto` did before CTX), CTX with the uniform prior, CTX with the
+`--entropy zstd|planes|auto` did before CTX), CTX with the uniform prior, with the generic
+prior (FORMAT.md "Generic priors": what encode uses where no prior was made), with the
 model's shipped prior (tokpack/priors, trained on synthetic audio that shares nothing with
 the corpus), and with --lm EnCodec's LM coder (a seeded random LM for the test models:
-a speed anchor, not a quality one); the same two CTX priors with the models carried from
+a speed anchor, not a quality one); the same three CTX priors with the models carried from
 chunk to chunk (coder 4, a keyframe every 60 s as encode does, or --keyframe: "carry_*"); and the whole
 default container (`--entropy auto`, carried models, header to END: "file_*"). Bounds, on
 the same tokens: the order-0 entropy
@@ -259,7 +260,7 @@ def main() -> int:
     from tokpack.codec.priors import default_prior
     from tokpack.codec.weights import load_model
     from tokpack.formats import coding, ctx, dumps, spec
-    from tokpack.formats.prior import uniform_prior
+    from tokpack.formats.prior import generic_prior, uniform_prior
     from tokpack.formats.writer import keyframe_chunks
 
     loaded = load_model(args.model)
@@ -276,8 +277,9 @@ def main() -> int:
                                           write_checksum=False)
     out = open(args.json, "w") if args.json else None
     files = sorted(CORPUS.glob("*.wav"))
-    cols = ["pack", "zstd", "ctx_uniform", "ctx_prior", "carry_uniform", "carry_prior",
-            "file_uniform", "file_prior", *(["encodec_lm"] if lm else []), "order0", "order1"]
+    kinds = ("uniform", "generic", "prior")
+    cols = ["pack", "zstd", *(f"{what}_{kind}" for what in ("ctx", "carry", "file") for kind in kinds),
+            *(["encodec_lm"] if lm else []), "order0", "order1"]
     print("| file | kbps | tokens | " + " | ".join(cols) + " | ctx_prior/order0 |")
     print("|---|---:|---:|" + "---:|" * (len(cols) + 1))
     totals: dict[float, dict[str, float]] = {}
@@ -299,13 +301,15 @@ def main() -> int:
             keyframe = keyframe_chunks(dataclasses.replace(header, frames_per_chunk=per)
                                        if args.chunk_frames and not header.segmented else header,
                                        args.keyframe)
-            carries = {name: ctx.Carry(size, header.n_streams, n_q) for name in ("uniform", "prior")}
+            carries = {kind: ctx.Carry(size, header.n_streams, n_q) for kind in kinds}
+            priors = {"uniform": uniform_prior(size, n_q), "generic": generic_prior(size, n_q),
+                      "prior": shipped}
             for start in range(0, tokens.shape[2], per):
                 chunk = np.ascontiguousarray(tokens[:, :, start : start + per])
                 row["pack"] += len(coding.pack(chunk.ravel(), bits))
                 row["zstd"] += min(len(coding.encode(chunk, bits, name, compressor)[1])
                                    for name in ("zstd", "planes"))
-                for kind, prior in (("uniform", uniform_prior(size, n_q)), ("prior", shipped)):
+                for kind, prior in priors.items():
                     if prior is None:
                         row[f"ctx_{kind}"] = row[f"carry_{kind}"] = float("nan")
                         continue
@@ -332,7 +336,7 @@ def main() -> int:
                             chunk[s].size / t_enc)
                         speeds.setdefault(("encodec_lm decode", kbps), []).append(
                             chunk[s].size / t_dec)
-            for kind, prior in (("uniform", uniform_prior(size, n_q)), ("prior", shipped)):
+            for kind, prior in priors.items():
                 # the whole default container (coder auto, carried models), header to END
                 row[f"file_{kind}"] = float("nan") if prior is None or not whole_files else len(dumps(
                     header, tokens, scales=container.scales,

@@ -123,7 +123,7 @@ def test_default_encode_of_speech_uses_the_shipped_prior(model, corpus_dir, tmp_
 
 def test_a_missing_default_prior_is_said(clips, tmp_path, test_24khz):
     """No prior was made for these weights (an official model's name on other weights,
-    as for the official models today): said once at -v, "uniform" in the JSON."""
+    as for the official models today): said once at -v, "generic" in the JSON."""
     args = ["encode", *map(str, clips[:2]), "-m", "encodec_24khz", "--weights",
             str(test_24khz.weights_path), "--output-dir", str(tmp_path / "a")]
     r = runner.invoke(app, [*args, "-v"])
@@ -131,11 +131,11 @@ def test_a_missing_default_prior_is_said(clips, tmp_path, test_24khz):
     said = [line for line in r.stderr.splitlines() if "no CTX prior was made" in line]
     assert said == [f"tokpack: no CTX prior was made for encodec_24khz weights "
                     f"{test_24khz.weights_hex[:12]} (none shipped, none in $TOKPACK_PRIOR_PATH): "
-                    f"coding with the uniform prior, which saves less than the figures in "
+                    f"coding with the generic prior, which saves less than the figures in "
                     f"docs/ENTROPY.md; `tokpack train-prior` makes one"]
     assert "no CTX prior" not in runner.invoke(app, [*args, "-f"]).stderr  # only at -v
     r = runner.invoke(app, [*args, "-f", "--json"])
-    assert [json.loads(line)["prior"] for line in r.stdout.splitlines()] == ["uniform"] * 2
+    assert [json.loads(line)["prior"] for line in r.stdout.splitlines()] == ["generic"] * 2
     r = runner.invoke(app, ["encode", str(clips[0]), "-m", "test_24khz", "-o",
                             str(tmp_path / "b.tpk"), "-v"])
     assert r.exit_code == 0 and "no CTX prior" not in r.stderr

@@ -18,6 +18,7 @@ from tokpack.cli import app
 from tokpack.errors import FieldOutOfRange, TokensError, UnsupportedFeature
 from tokpack.formats import Header, read_header, spec
 from tokpack.formats import tokens as packing
+from tokpack.formats import prior as prior_files
 
 runner = CliRunner()
 
@@ -105,6 +106,29 @@ def test_the_cli_round_trip(tmp_path):
     assert r.exit_code == 1 and "holds tokens only (mimi, from tokpack pack)" in r.stderr
     r = runner.invoke(app, ["decode", "-t", str(tmp_path / "codes.tpk")])
     assert r.exit_code == 0, r.stderr
+
+
+def test_pack_codes_with_the_generic_prior_unless_told(tmp_path):
+    """The default CTX prior of packed tokens is the generic one of their codebook size
+    (no model, no file); --prior uniform takes the built-in uniform one."""
+    array = (np.random.default_rng(4).zipf(1.3, (4, 3000)) % 1024).astype(np.int64)
+    np.save(tmp_path / "codes.npy", array)
+    sizes = {}
+    for choice in ("default", "generic", "uniform"):
+        out = tmp_path / f"{choice}.tpk"
+        extra = [] if choice == "default" else ["--prior", choice]
+        r = runner.invoke(app, ["pack", str(tmp_path / "codes.npy"), "-K", "1024",
+                                "--frame-rate", "75", "-o", str(out), *extra])
+        assert r.exit_code == 0, r.stderr
+        info = json.loads(runner.invoke(app, ["inspect", "--json", str(out)]).stdout)
+        assert info["prior_sha256"] == ("0" * 64 if choice == "uniform"
+                                        else prior_files.generic_sha256(1024).hex()), choice
+        sizes[choice] = out.stat().st_size
+        assert np.array_equal(packing.unpack(out), array)
+    assert sizes["default"] == sizes["generic"] < sizes["uniform"]
+    r = runner.invoke(app, ["pack", str(tmp_path / "codes.npy"), "-K", "1024", "--frame-rate", "75",
+                            "-o", str(tmp_path / "p.tpk"), "-e", "pack", "--prior", "generic"])
+    assert r.exit_code == 2 and "--prior is for the CTX coder" in r.stderr
 
 
 def test_pipes_and_torch_files(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 
 import numpy as np
@@ -189,6 +191,31 @@ def test_container_names_its_prior_and_needs_it_to_decode(tmp_path, monkeypatch)
     monkeypatch.setenv(prior_files.PATH_VARIABLE, str(tmp_path))
     chunks = list(ContainerReader(io.BytesIO(data)))
     assert {c.coder for c in chunks} == {Coder.CTX}
+
+
+def test_the_generic_prior_is_built_in_and_named_by_its_codebook_size():
+    """FORMAT.md "Generic priors": the digest of a text naming the codebook size (pinned:
+    files name it), strength m // 8, and no file needed to decode what it coded."""
+    generic = prior_files.generic_prior(64, 3)
+    assert generic.sha256 == hashlib.sha256(b"tokpack generic CTX prior, 64 codes").digest()
+    assert prior_files.generic_sha256(1024).hex() == (
+        "1a9b175b7e803f665806e487b9db88010bbd1fd0a22a109e381d740441ae2c34")
+    assert [book.strength for book in generic.codebooks] == [8] * 3
+    assert prior_files.generic_prior(4, 1).codebooks[0].strength == 1
+    assert prior_files.generic_prior(1024, 1).codebooks[0].strength == 128
+    assert np.array_equal(generic.codebooks[0].order0, uniform_prior(64, 1).codebooks[0].order0)
+    tokens = walk(np.random.default_rng(3), (3, 120), 64)
+    data = dumps(header(), tokens, coder="ctx", prior=generic)
+    assert ContainerReader(io.BytesIO(data)).header.prior_sha256 == generic.sha256
+    assert np.array_equal(loads(data).tokens[0], tokens)  # no prior given, none on disk
+    assert len(data) < len(dumps(header(), tokens, coder="ctx", prior=uniform_prior(64, 3)))
+    assert prior_files.prior_label(generic.sha256.hex(), 64) == "generic"
+    assert prior_files.prior_label(prior_files.generic_sha256(2048).hex(), 2048) == "generic"
+    assert prior_files.prior_label("ab" * 32, 64) == "ab" * 32
+    for name in ("generic", "uniform"):  # no file may claim a built-in prior's name
+        claimed = dataclasses.replace(neighbour_prior(64, 1), model_id=name)
+        with pytest.raises(FieldOutOfRange, match="reserved"):
+            prior_files.from_bytes(claimed.file_bytes)
 
 
 def test_a_prior_that_does_not_fit_the_header_is_refused():

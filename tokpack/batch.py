@@ -61,7 +61,7 @@ class JobResult:
     warning: str | None = None
     lost: list[dict] | None = None  # decode --salvage: formats.salvage.LostRange fields
     doubts: list[str] | None = None  # decode --salvage: where the input's END was not believed
-    prior: str | None = None  # the CTX prior the container names: hex, "uniform", or None
+    prior: str | None = None  # the CTX prior the container names: hex, "uniform", "generic", or None
     note: str | None = None  # said once per batch at -v (not in the JSON)
 
     def to_json(self) -> dict:
@@ -350,7 +350,7 @@ class EncodeOptions:
     container: str = "tpk"  # or "ecdc"
     lm_weights: str | None = None
     coder: str = "auto"  # --entropy
-    prior: str | None = None  # --prior: a .tpp path, "uniform", or None for the default
+    prior: str | None = None  # --prior: a .tpp path, "generic", "uniform", or None for the default
     keyframe: float | None = None  # --keyframe: seconds between fresh CTX models (None: 60)
     live: bool = False  # --live: encode as the audio arrives (codec.live)
     packet_ms: float = 40.0  # --packet: audio per container chunk, live
@@ -394,7 +394,7 @@ class EncodeOptions:
             from tokpack.codec.priors import check_tpk_options
 
             check_tpk_options(self.coder, self.prior)
-            if self.prior not in (None, "auto", "uniform", "none"):
+            if self.prior not in (None, "auto", "generic", "uniform", "none"):
                 prior = _prior_file("--prior", self.prior)
                 if prior.model_id != spec.name:
                     raise UsageError(f"--prior {self.prior}: trained for {prior.model_id}, "

@@ -71,7 +71,7 @@ def dataset_encode_command(
     ] = ChannelsMode.auto,
     entropy: Annotated[Entropy, typer.Option("--entropy", "-e", help="Token coder: auto, ctx, zstd, planes, pack.")] = Entropy.auto,
     prior: Annotated[
-        Optional[str], typer.Option("--prior", metavar="FILE", help="CTX prior: a .tpp file, or 'uniform'.")
+        Optional[str], typer.Option("--prior", metavar="FILE", help="CTX prior: a .tpp file, 'generic' or 'uniform'.")
     ] = None,
     weights: opt.Weights = None,
     device: opt.DeviceOpt = opt.Device.cpu,

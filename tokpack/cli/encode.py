@@ -80,7 +80,7 @@ def encode_command(
         typer.Option(
             "--prior",
             metavar="FILE",
-            help="CTX prior: a .tpp file, or 'uniform' (default: the one made for the weights).",
+            help="CTX prior: a .tpp file, generic or uniform (default: the model's, else generic).",
         ),
     ] = None,
     keyframe: Annotated[

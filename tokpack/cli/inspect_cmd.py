@@ -38,7 +38,7 @@ def _rows_common(s) -> list[tuple[str, str]]:
          + (f" (CTX models carried, afresh every {s.ctx_keyframe} chunks: "
             f"{s.ctx_keyframe * s.frames_per_chunk / s.frame_rate_hz:g} s)"
             if s.ctx_keyframe > 1 else "")),
-        ("prior", prior_label(s.prior_sha256)
+        ("prior", prior_label(s.prior_sha256, s.codebook_size)
          or ("none (format 1.0)" if s.format == "tpk" else "none (.ecdc)")),
     ]
 

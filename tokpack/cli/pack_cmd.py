@@ -101,8 +101,9 @@ def pack_command(
         "--sample-rate", metavar="HZ", help="The codec's audio rate (recorded; the frame rate must divide it).")] = None,
     entropy: Annotated[str, typer.Option("--entropy", "-e", metavar="CODER",
                                          help="auto, ctx, zstd, planes or pack.")] = "auto",
-    prior: Annotated[Optional[Path], typer.Option("--prior", metavar="FILE", dir_okay=False,
-                                                  help="A .tpp CTX prior for these tokens (default: uniform).")] = None,
+    prior: Annotated[Optional[str], typer.Option(
+        "--prior", metavar="FILE",
+        help="CTX prior: a .tpp file, 'generic' (the default) or 'uniform'.")] = None,
     keyframe: Annotated[Optional[float], typer.Option(
         "--keyframe", metavar="SECONDS",
         help="Restart the carried CTX models every SECONDS (default 60; 0: every chunk).")] = None,
@@ -114,7 +115,6 @@ def pack_command(
     """Store a [codebooks, frames] or [streams, codebooks, frames] integer array from any
     codec in a .tpk container, entropy-coded; `tokpack unpack` gives it back exactly."""
     from tokpack.formats import coding
-    from tokpack.formats import prior as prior_files
     from tokpack.formats import tokens
 
     say = make_messages(quiet, verbose, debug)
@@ -122,14 +122,14 @@ def pack_command(
         raise usage_error(f"--entropy {entropy!r}: one of {', '.join(coding.CODER_CHOICES)}")
     try:
         tokens.check_options(codebook_size, frame_rate, sample_rate, codec)
-        ctx_prior = None if prior is None else prior_files.load(prior)
+        ctx_prior = _pack_prior(prior, codebook_size)
     except UsageError as exc:
         raise usage_error(exc.message) from None
     except TokpackError as exc:
         raise usage_error(f"--prior {prior}: {exc.message}") from None
     if keyframe is not None and not keyframe >= 0:
         raise usage_error(f"--keyframe must be >= 0 seconds, got {keyframe}")
-    if ctx_prior is not None and entropy not in ("auto", "ctx"):
+    if prior is not None and entropy not in ("auto", "ctx"):
         raise usage_error(f"--prior is for the CTX coder (-e auto or ctx), not -e {entropy}")
     dest = _destination(input, output, stdout, ".tpk")
 
@@ -184,3 +184,16 @@ def unpack_command(
                  f"({human_bytes(written)}, {dest or '<stdout>'})")
 
     say.run(input, run)
+
+
+def _pack_prior(choice: str | None, codebook_size: int):
+    """--prior of pack: None for the generic prior (tokens.pack's default), the built-in
+    uniform one (the same for any number of codebooks), or a .tpp file."""
+    from tokpack.formats import prior as prior_files
+    from tokpack.formats import spec
+
+    if choice in (None, "generic"):
+        return None
+    if choice == "uniform":
+        return prior_files.uniform_prior(codebook_size, spec.MAX_CODEBOOKS)
+    return prior_files.load(choice)

@@ -39,6 +39,7 @@ from tokpack.formats import (
     Resampler,
 )
 from tokpack.formats.chunk import chunk_sample
+from tokpack.formats.spec import GENERIC_PRIOR_ID
 from tokpack.formats.salvage import LostRange, SalvageReader
 from tokpack.formats.writer import keyframe_chunks
 
@@ -414,8 +415,9 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
 
     ``coder`` for .tpk: "auto" (the smallest per chunk, CTX included), "ctx", "zstd",
     "planes" or "pack". ``prior`` (for "auto" and "ctx"): None or "auto" for the prior
-    shipped or found for these weights (codec.priors.default_prior; else the uniform one),
-    "uniform", a .tpp path, or a formats.prior.Prior. ``keyframe``: seconds between fresh
+    shipped or found for these weights (codec.priors.default_prior; else the generic prior
+    of the model's codebooks, formats.prior.generic_prior), "generic", "uniform" (the
+    built-in one of format 1.1), a .tpp path, or a formats.prior.Prior. ``keyframe``: seconds between fresh
     starts of the CTX models, which carry on from chunk to chunk in between (default
     formats.writer.KEYFRAME_SECONDS; 0: every chunk stands alone).
 
@@ -505,11 +507,11 @@ class _TpkWriters:
         prior = None
         if self.coder in ("auto", "ctx"):
             prior = _fitting_prior(self.choice, header)
-            if prior is None and self.choice in (None, "auto"):
+            if self.choice in (None, "auto") and prior.model_id == GENERIC_PRIOR_ID:
                 self.prior_note = (
                     f"no CTX prior was made for {header.model_id} weights "
                     f"{header.weights_sha256.hex()[:12]} (none shipped, none in "
-                    f"$TOKPACK_PRIOR_PATH): coding with the uniform prior, which saves less "
+                    f"$TOKPACK_PRIOR_PATH): coding with the generic prior, which saves less "
                     f"than the figures in docs/ENTROPY.md; `tokpack train-prior` makes one")
         writer = ContainerWriter(f, header, coder=self.coder, prior=prior, live=self.live,
                                  keyframe=keyframe_chunks(header, self.keyframe))
@@ -519,10 +521,16 @@ class _TpkWriters:
 
 
 def _fitting_prior(choice, header: Header):
-    """The prior ``choice`` names for tokens like ``header``'s; UsageError if it cannot code them."""
+    """The prior ``choice`` names for tokens like ``header``'s; UsageError if it cannot code
+    them. The default (None, "auto") is the prior made for the weights, else the generic
+    prior of the header's codebooks; "uniform" gives None (the built-in uniform prior)."""
     from tokpack.codec.priors import choose_prior
-    from tokpack.formats.prior import Prior
+    from tokpack.formats.prior import Prior, generic_prior
 
+    if choice in (None, "auto", "generic"):
+        found = None if choice == "generic" else choose_prior(
+            choice, header.model_id, header.weights_sha256)
+        return found or generic_prior(header.codebook_size, header.n_codebooks)
     prior = choice if isinstance(choice, Prior) else choose_prior(
         choice, header.model_id, header.weights_sha256)
     if prior is None:

@@ -166,8 +166,9 @@ def default_prior(model_id: str, weights_sha256: bytes) -> Prior | None:
 
 def choose_prior(choice: str | os.PathLike | None, model_id: str,
                  weights_sha256: bytes) -> Prior | None:
-    """``--prior``: None/"auto" -> the default prior of the weights (or the uniform one,
-    returned as None); "uniform"/"none" -> None; else a .tpp path."""
+    """``--prior``: None/"auto" -> the default prior of the weights (None if there is none:
+    the caller takes the generic prior, engine._fitting_prior); "uniform"/"none" -> None
+    (the built-in uniform prior); else a .tpp path ("generic" is the caller's)."""
     if choice is None or choice == "auto":
         return default_prior(model_id, weights_sha256)
     if choice in ("uniform", "none"):

@@ -72,9 +72,12 @@ class Prior:
 
     @functools.cached_property
     def sha256(self) -> bytes:
-        """SHA-256 of the prior's file; the uniform prior's is all zeros."""
+        """SHA-256 of the prior's file; the built-in ones': all zeros for the uniform prior,
+        :func:`generic_sha256` for a generic one."""
         if self.model_id == spec.UNIFORM_PRIOR_ID:
             return bytes(spec.WEIGHTS_SHA256_SIZE)
+        if self.model_id == spec.GENERIC_PRIOR_ID:
+            return generic_sha256(self.codebook_size)
         return hashlib.sha256(self.file_bytes).digest()
 
     def save(self, path: str | os.PathLike) -> None:
@@ -94,12 +97,48 @@ def uniform_prior(codebook_size: int, n_codebooks: int) -> Prior:
     )
 
 
-def prior_label(prior_sha256: str | None) -> str | None:
+def generic_sha256(codebook_size: int) -> bytes:
+    """The digest that names the generic prior of ``codebook_size`` codes (FORMAT.md)."""
+    return hashlib.sha256(spec.GENERIC_PRIOR_NAME.format(codebook_size).encode("ascii")).digest()
+
+
+@functools.lru_cache(maxsize=16)
+def generic_prior(codebook_size: int, n_codebooks: int) -> Prior:
+    """The generic prior of ``codebook_size`` codes (FORMAT.md "Generic priors"), for
+    ``n_codebooks`` codebooks: the uniform table with strength ``codebook_size // 8`` (at
+    least 1), which keeps more room for codes a file has not used yet than the uniform
+    prior's 32, the better choice measured on 1024-code tokens (docs/ENTROPY.md). Built
+    in, like the uniform prior: it needs no file and no model, and is named by
+    :func:`generic_sha256`."""
+    order0 = table(np.ones(codebook_size, np.int64))
+    book = CodebookPrior(strength=max(1, codebook_size // spec.GENERIC_PRIOR_DIVISOR),
+                         order0=order0)
+    prior = Prior(
+        model_id=spec.GENERIC_PRIOR_ID,
+        weights_sha256=bytes(spec.WEIGHTS_SHA256_SIZE),
+        codebook_size=codebook_size,
+        codebooks=(book,) * n_codebooks,
+    )
+    _GENERIC_DIGESTS.add(prior.sha256.hex())
+    return prior
+
+
+_GENERIC_DIGESTS: set[str] = set()  # of the generic priors built in this process
+
+
+def prior_label(prior_sha256: str | None, codebook_size: int | None = None) -> str | None:
     """A container's ``prior_sha256`` (hex) as JSON and messages show it: "uniform" for
-    the built-in uniform prior (all zeros), None when the container names none."""
+    the built-in uniform prior (all zeros), "generic" for a generic prior (one this process
+    built, or the one of ``codebook_size`` codes), None when the container names none."""
     if prior_sha256 is None:
         return None
-    return "uniform" if not prior_sha256.strip("0") else prior_sha256
+    if not prior_sha256.strip("0"):
+        return "uniform"
+    if codebook_size and generic_sha256(codebook_size).hex() == prior_sha256:
+        return "generic"
+    if prior_sha256 in _GENERIC_DIGESTS:
+        return "generic"
+    return prior_sha256
 
 
 def _spread(weights: np.ndarray, total: int) -> np.ndarray:
@@ -302,9 +341,8 @@ def _parse(data: memoryview) -> Prior:
         raise _invalid(f"{len(content) - pos} bytes after the last table", "body", start)
     prior = Prior(model_id=header.model_id, weights_sha256=header.weights_sha256,
                   codebook_size=m, codebooks=tuple(books))
-    if prior.model_id == spec.UNIFORM_PRIOR_ID:
-        raise _invalid(f"{spec.UNIFORM_PRIOR_ID!r} is reserved for the built-in uniform prior",
-                       "model_id", 16)
+    if prior.model_id in (spec.UNIFORM_PRIOR_ID, spec.GENERIC_PRIOR_ID):
+        raise _invalid(f"{prior.model_id!r} is reserved for the built-in priors", "model_id", 16)
     return prior
 
 
@@ -393,10 +431,13 @@ def search_directories() -> list[Path]:
 
 def resolve(digest: bytes, candidates: Iterable[PriorSource] = (), *, codebook_size: int,
             n_codebooks: int) -> Prior:
-    """The prior a container names: the uniform one for the zero digest, else the first of
-    ``candidates`` and then of :func:`search_directories` whose SHA-256 matches."""
+    """The prior a container names: the uniform one for the zero digest, the generic one
+    of these codebooks for its digest, else the first of ``candidates`` and then of
+    :func:`search_directories` whose SHA-256 matches."""
     if digest == spec.UNIFORM_PRIOR_SHA256:
         return uniform_prior(codebook_size, n_codebooks)
+    if digest == generic_sha256(codebook_size):
+        return generic_prior(codebook_size, n_codebooks)
     found = find(digest, candidates, search_directories())
     if found is None:
         raise PriorNotFound(

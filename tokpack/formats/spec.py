@@ -198,3 +198,9 @@ PRIOR_MAX_NEIGHBOURS = 64
 PRIOR_MAX_CONTENT = 64 * 2**20  # bytes of tables, uncompressed
 UNIFORM_PRIOR_ID = "uniform"  # the built-in prior (all-zero prior_sha256); no file has it
 UNIFORM_PRIOR_STRENGTH = 32
+# The generic prior of m codes (FORMAT.md "Generic priors"): built in, needs no model; uniform
+# with strength max(1, m // GENERIC_PRIOR_DIVISOR); prior_sha256 = SHA-256 of GENERIC_PRIOR_NAME
+# with m in decimal (ASCII).
+GENERIC_PRIOR_ID = "generic"
+GENERIC_PRIOR_DIVISOR = 8
+GENERIC_PRIOR_NAME = "tokpack generic CTX prior, {} codes"

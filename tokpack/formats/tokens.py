@@ -17,7 +17,7 @@ import numpy as np
 from tokpack.errors import FieldOutOfRange, TokensError, UsageError
 from tokpack.formats import spec
 from tokpack.formats.header import Header
-from tokpack.formats.prior import Prior, PriorSource
+from tokpack.formats.prior import Prior, PriorSource, generic_prior
 from tokpack.formats.reader import ContainerReader
 from tokpack.formats.writer import ContainerWriter, keyframe_chunks
 
@@ -119,9 +119,13 @@ def pack(array: np.ndarray, dst: str | os.PathLike | BinaryIO, *, codebook_size:
          prior: Prior | None = None, keyframe: float | None = None) -> PackResult:
     """Store ``array`` ([K, T] or [S, K, T] integers below ``codebook_size``) in a
     tokens-only container at ``dst`` (a path, written in place, or a binary file).
-    ``keyframe``: seconds between fresh starts of carried CTX models (default
-    writer.KEYFRAME_SECONDS; 0: every chunk stands alone)."""
+    ``prior``: the CTX prior of coders "auto" and "ctx" (default: the generic prior of
+    these codebooks, prior.generic_prior). ``keyframe``: seconds between fresh starts of
+    carried CTX models (default writer.KEYFRAME_SECONDS; 0: every chunk stands alone)."""
     tokens = check_array(array, codebook_size)
+    if prior is None and coder in ("auto", "ctx"):
+        tokens_header(np.shape(array), codebook_size, frame_rate, sample_rate=sample_rate, codec=codec)
+        prior = generic_prior(codebook_size, tokens.shape[1])  # the codebook size is valid
     header = tokens_header(np.shape(array), codebook_size, frame_rate, sample_rate=sample_rate, codec=codec,
                            prior_sha256=None if prior is None else prior.sha256)
     if prior is not None and (prior.codebook_size != codebook_size or prior.n_codebooks < header.n_codebooks):
