@@ -133,9 +133,14 @@ def test_a_missing_default_prior_is_said(clips, tmp_path, test_24khz):
                     f"{test_24khz.weights_hex[:12]} (none shipped, none in $TOKPACK_PRIOR_PATH): "
                     f"coding with the generic prior, which saves less than the figures in "
                     f"docs/ENTROPY.md; `tokpack train-prior` makes one"]
+    gains = [line for line in r.stderr.splitlines() if "a CTX prior trained for this model" in line]
+    assert len(gains) == 2 and all("`tokpack train-prior` makes one" in line for line in gains)
     assert "no CTX prior" not in runner.invoke(app, [*args, "-f"]).stderr  # only at -v
     r = runner.invoke(app, [*args, "-f", "--json"])
     assert [json.loads(line)["prior"] for line in r.stdout.splitlines()] == ["generic"] * 2
+    assert [json.loads(line)["prior_gain"] for line in r.stdout.splitlines()] == [None] * 2
+    r = runner.invoke(app, [*args, "-f", "--json", "-v"])
+    assert all(isinstance(json.loads(line)["prior_gain"], float) for line in r.stdout.splitlines())
     r = runner.invoke(app, ["encode", str(clips[0]), "-m", "test_24khz", "-o",
                             str(tmp_path / "b.tpk"), "-v"])
     assert r.exit_code == 0 and "no CTX prior" not in r.stderr

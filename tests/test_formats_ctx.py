@@ -218,6 +218,23 @@ def test_the_generic_prior_is_built_in_and_named_by_its_codebook_size():
             prior_files.from_bytes(claimed.file_bytes)
 
 
+def test_prior_gain_estimates_what_learned_tables_save():
+    """train.prior_gain: order-0 tables learned from the first half, against the generic
+    prior, on the second half coded as a writer codes it; None when too short."""
+    from tokpack.train import prior_gain
+
+    rng = np.random.default_rng(5)
+    skewed = (rng.zipf(1.5, (1, 2, 4000)) % 1024).astype(np.uint16)  # the same few codes
+    generic = prior_files.generic_prior(1024, 2)
+    gain = prior_gain(skewed, 1024, generic, frames_per_chunk=750, keyframe=6)
+    assert 0.02 < gain < 0.5
+    fresh = prior_gain(skewed, 1024, generic, frames_per_chunk=750, keyframe=1)
+    assert fresh > gain  # chunks that start afresh lean on the prior more
+    moving = np.concatenate([np.zeros((1, 2, 2000)), np.full((1, 2, 2000), 500)], axis=2)
+    assert prior_gain(moving.astype(np.uint16), 1024, generic, frames_per_chunk=750) < 0.0
+    assert prior_gain(skewed[:, :, :31], 1024, generic, frames_per_chunk=750) is None
+
+
 def test_a_prior_that_does_not_fit_the_header_is_refused():
     small = neighbour_prior(64, 2)
     with pytest.raises(ValueError, match="needs 3"):

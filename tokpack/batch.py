@@ -62,6 +62,7 @@ class JobResult:
     lost: list[dict] | None = None  # decode --salvage: formats.salvage.LostRange fields
     doubts: list[str] | None = None  # decode --salvage: where the input's END was not believed
     prior: str | None = None  # the CTX prior the container names: hex, "uniform", "generic", or None
+    prior_gain: float | None = None  # encode -v: what a trained prior would save (engine.encode)
     note: str | None = None  # said once per batch at -v (not in the JSON)
 
     def to_json(self) -> dict:
@@ -356,6 +357,7 @@ class EncodeOptions:
     packet_ms: float = 40.0  # --packet: audio per container chunk, live
     raw_rate: int | None = None  # --raw --raw-rate: headerless 16-bit PCM input at this rate
     raw_channels: int = 1  # --raw-channels
+    estimate_prior_gain: bool = False  # -v: where the generic prior coded, estimate a trained one's gain
 
     def raw_format(self):
         """The PcmFormat of a --raw input, or None."""
@@ -647,13 +649,13 @@ def encode_job(options: EncodeOptions, job: Job, progress=None) -> JobResult:
             device=options.device, threads=options.threads, channels=options.channels,
             container=options.container, lm_weights=options.lm_weights, coder=options.coder,
             prior=options.prior, overwrite=options.force, progress=progress, raw=raw,
-            keyframe=options.keyframe,
+            keyframe=options.keyframe, estimate_prior_gain=options.estimate_prior_gain,
         )
         return JobResult(
             job.source, None if job.dest is None else str(job.dest), "ok", bytes_in=r.bytes_in,
             bytes_out=r.bytes_out, duration_s=r.duration_s, bitrate_bps=r.bitrate_bps,
             warning=data_size_warning(job.source) if isinstance(src, Path) else None,
-            prior=prior_label(r.prior_sha256), note=r.prior_note,
+            prior=prior_label(r.prior_sha256), prior_gain=r.prior_gain, note=r.prior_note,
         )
 
     return _guarded(job, options.force, run)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tokpack.formats import ctx
+from tokpack.formats import ctx, spec
 from tokpack.formats.prior import CodebookPrior, Prior, table, uniform_prior
 
 STRENGTHS = (16, 64, 256, 1024, 4096)
@@ -146,3 +146,45 @@ def train(files: Sequence[np.ndarray], *, codebook_size: int, model_id: str,
     prior = Prior(model_id=model_id, weights_sha256=weights_sha256,
                   codebook_size=codebook_size, codebooks=tuple(books))
     return prior, report
+
+
+#: strength of the order-0 tables :func:`prior_gain` learns (the middle of STRENGTHS)
+GAIN_STRENGTH = 256
+
+
+def prior_gain(tokens: np.ndarray, codebook_size: int, prior: Prior, *, frames_per_chunk: int,
+               keyframe: int = 1) -> float | None:
+    """An estimate of what a prior trained for these tokens' model would save: the fraction
+    of CTX bytes the second half of ``tokens`` [S, K, T] loses when coded (chunks of
+    ``frames_per_chunk``, models carried, a keyframe every ``keyframe`` chunks, as a writer
+    codes them) from order-0 tables learned on the first half instead of from ``prior``.
+    Order-0 tables only (a trained prior may add neighbour models), learned on the same
+    recording (a trained prior learns from others): measured within 0-3 points of what the
+    test models' shipped priors save (docs/ENTROPY.md). None for fewer than 32 frames."""
+    half = tokens.shape[2] // 2
+    if half < 16:
+        return None
+    first, second = tokens[:, :, :half], tokens[:, :, half:]
+    books = tuple(
+        CodebookPrior(strength=GAIN_STRENGTH,
+                      order0=table(2 * np.bincount(first[:, k].ravel(), minlength=codebook_size) + 1))
+        for k in range(tokens.shape[1]))
+    learned = Prior(model_id="estimate", weights_sha256=bytes(32), codebook_size=codebook_size,
+                    codebooks=books)
+    now, then = (_ctx_bytes(second, p, codebook_size, frames_per_chunk, keyframe)
+                 for p in (prior, learned))
+    return 1.0 - then / now
+
+
+def _ctx_bytes(tokens: np.ndarray, prior: Prior, size: int, per: int, keyframe: int) -> int:
+    """Bytes of ``tokens`` coded with CTX chunk by chunk, the models carried between keyframes."""
+    carry = ctx.Carry(size, tokens.shape[0], tokens.shape[1])
+    total = 0
+    for i, start in enumerate(range(0, tokens.shape[2], per)):
+        chunk = np.ascontiguousarray(tokens[:, :, start : start + per])
+        fresh = i % max(keyframe, 1) == 0
+        rows = None if fresh else carry.begin()
+        total += len(ctx.encode(chunk, prior, size, rows))
+        carry.end(chunk, spec.Coder.CTX if fresh else spec.Coder.CTX_CARRY, prior,
+                  keyframe=fresh, rows=rows)
+    return total

@@ -128,6 +128,7 @@ def encode_command(
         keyframe=keyframe,
         lm_weights=None if lm_weights is None else str(lm_weights), live=live, packet_ms=packet,
         raw_rate=(raw_rate or _model_rate(model)) if raw else None, raw_channels=raw_channels,
+        estimate_prior_gain=verbose > 0 and not quiet,
     )
     batch_run.checked(options.check)
     planned = batch_run.plan(inputs, suffix=f".{file_format.value}", walk_suffixes=AUDIO_SUFFIXES, recursive=recursive,

@@ -72,6 +72,9 @@ class EncodeResult:
     prior_sha256: str | None = None  # hex, the CTX prior the container names (None: no CTX)
     #: why the default prior was not used (no prior made for these weights), else None
     prior_note: str | None = None
+    #: estimated fraction of CTX bytes a prior trained for the weights would save, where the
+    #: generic prior coded and ``estimate_prior_gain`` asked (train.prior_gain), else None
+    prior_gain: float | None = None
 
 
 @dataclass
@@ -400,7 +403,8 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
            threads: int | None = None, channels: str = "auto", coder: str = "auto",
            container: str = "tpk", lm_weights=None, prior=None,
            overwrite: bool = False, progress: Callable[[float], None] | None = None,
-           raw=None, keyframe: float | None = None) -> EncodeResult:
+           raw=None, keyframe: float | None = None,
+           estimate_prior_gain: bool = False) -> EncodeResult:
     """Encode an audio file (path or binary file object) into a container at ``dst``.
 
     ``model`` is a model name or a LoadedModel (to reuse one across files). A ``dst``
@@ -420,6 +424,10 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
     built-in one of format 1.1), a .tpp path, or a formats.prior.Prior. ``keyframe``: seconds between fresh
     starts of the CTX models, which carry on from chunk to chunk in between (default
     formats.writer.KEYFRAME_SECONDS; 0: every chunk stands alone).
+
+    ``estimate_prior_gain``: where the generic prior coded (no prior was made for the
+    weights) and ``dst`` is a path, read the container back and estimate what a trained
+    prior would save (EncodeResult.prior_gain; the tokens of the first ten minutes).
 
     ``progress(seconds)`` is called after each block read with the seconds of audio
     read so far. ``raw``: ``src`` is headerless 16-bit little-endian PCM of this
@@ -483,7 +491,31 @@ def encode(src: Src, dst: Src, *, model: ModelArg = DEFAULT_MODEL,
         weights_sha256=loaded.weights_hex,
         prior_sha256=new_writer.prior_sha256,
         prior_note=new_writer.prior_note,
+        prior_gain=(_prior_gain(dst) if estimate_prior_gain and new_writer.prior_note
+                    and isinstance(dst, (str, os.PathLike)) else None),
     )
+
+
+#: the tokens prior_gain looks at: a bounded cost, whatever the file's length
+GAIN_SECONDS = 600
+
+
+def _prior_gain(path) -> float | None:
+    """train.prior_gain of the container at ``path``, coded with the generic prior."""
+    from tokpack.formats.prior import generic_prior
+    from tokpack.train import prior_gain
+
+    with ContainerReader(path) as reader:
+        header, chunks, frames = reader.header, [], 0
+        for chunk in reader:
+            chunks.append(chunk.tokens)
+            frames += chunk.tokens.shape[2]
+            if frames >= GAIN_SECONDS * header.frame_rate:
+                break
+    return prior_gain(np.concatenate(chunks, axis=2), header.codebook_size,
+                      generic_prior(header.codebook_size, header.n_codebooks),
+                      frames_per_chunk=header.frames_per_chunk,
+                      keyframe=header.ctx_keyframe) if chunks else None
 
 
 class _TpkWriters:
