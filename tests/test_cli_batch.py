@@ -60,7 +60,7 @@ def test_json_has_one_object_per_input(tmp_path, signals):
     objs = {o["path"]: o for o in map(json.loads, r.stdout.splitlines())}
     assert len(objs) == 5
     keys = {"schema_version", "path", "output", "status", "error", "warning", "bytes_in", "bytes_out",
-            "duration_s", "bitrate_bps", "seconds", "lost", "doubts", "prior"}
+            "duration_s", "bitrate_bps", "seconds", "lost", "doubts", "prior", "prior_gain"}
     for o in objs.values():
         assert set(o) == keys and o["schema_version"] == 1
     one = objs[str(tmp_path / "in" / "one.wav")]
