@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 
 from tokpack.formats import ChannelMode, ContainerWriter, Header, Resampler, dumps
-from tokpack.formats.prior import CodebookPrior, Prior, table
+from tokpack.formats.prior import CodebookPrior, Prior, generic_prior, table
 from tokpack.formats.tokens import pack as pack_tokens
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
@@ -146,6 +146,12 @@ def golden_vectors() -> dict[str, bytes]:
     halving = _header(codebook_size=4, n_codebooks=1, frames_per_chunk=600,
                       source_frames=3040 * 320, model_samples=3040 * 320)
     vectors["ctx_halving.tpk"] = dumps(halving, skew, coder="ctx", keyframe=4)
+    # The built-in generic prior (strength 64 // 8 = 8 for 64 codes), named by the digest of
+    # "tokpack generic CTX prior, 64 codes": 2 codebooks of Zipf codes, 60 frames, one chunk.
+    generic = _header(codebook_size=64, frames_per_chunk=60, source_frames=60 * 320,
+                      model_samples=60 * 320)
+    vectors["ctx_generic.tpk"] = dumps(generic, _zipf(rng, (2, 60), 64, 1.3), coder="ctx",
+                                       prior=generic_prior(64, 2))
     return vectors
 
 

@@ -222,6 +222,18 @@ def test_tokens_only_content():
     assert array.shape == (2, 3, 20) and array.dtype == np.uint16 and array.max() < 4096
 
 
+def test_generic_prior_content():
+    """Named by the digest of a text, decoded with no prior given or on disk."""
+    from tokpack.formats import ContainerReader
+
+    container = read_container(DATA / "ctx_generic.tpk")
+    assert container.header.prior_sha256 == hashlib.sha256(
+        b"tokpack generic CTX prior, 64 codes").digest()
+    assert container.tokens.shape == (1, 2, 60) and container.tokens.max() < 64
+    with ContainerReader(DATA / "ctx_generic.tpk") as reader:
+        assert [int(chunk.coder) for chunk in reader] == [3]
+
+
 def test_carried_models_content(monkeypatch):
     """Version 1.4: coder 4 between keyframes; the halving vector depends on its halving."""
     from tokpack.formats import ContainerReader
