@@ -129,6 +129,10 @@ def test_pack_codes_with_the_generic_prior_unless_told(tmp_path):
     r = runner.invoke(app, ["pack", str(tmp_path / "codes.npy"), "-K", "1024", "--frame-rate", "75",
                             "-o", str(tmp_path / "p.tpk"), "-e", "pack", "--prior", "generic"])
     assert r.exit_code == 2 and "--prior is for the CTX coder" in r.stderr
+    r = runner.invoke(app, ["pack", str(tmp_path / "codes.npy"), "-K", "1024", "--frame-rate", "75",
+                            "-o", str(tmp_path / "p.tpk"), "--prior", str(tmp_path / "none.tpp")])
+    assert (r.exit_code, r.stderr) == (2, f"tokpack: --prior {tmp_path / 'none.tpp'}: "
+                                          "No such file or directory\n")
 
 
 def test_pipes_and_torch_files(tmp_path):

@@ -127,6 +127,8 @@ def pack_command(
         raise usage_error(exc.message) from None
     except TokpackError as exc:
         raise usage_error(f"--prior {prior}: {exc.message}") from None
+    except OSError as exc:
+        raise usage_error(f"--prior {prior}: {exc.strerror or exc}") from None
     if keyframe is not None and not keyframe >= 0:
         raise usage_error(f"--keyframe must be >= 0 seconds, got {keyframe}")
     if prior is not None and entropy not in ("auto", "ctx"):
