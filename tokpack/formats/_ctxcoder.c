@@ -292,7 +292,8 @@ static int64_t search(const int64_t *cum, int64_t lo, int64_t hi, int64_t offset
     return lo;
 }
 
-/* the symbol of quantile q under the symbol's model */
+/* the symbol of quantile q under the symbol's model: the segments between changed codes
+ * keep a running offset, so the found code's interval comes with it (no second pass) */
 static int64_t symbol_find(const Model *md, int64_t q, int64_t *cum, int64_t *prob) {
     int64_t lo = 0, offset = 0;
     for (int i = 0; i < md->n_changed; i++) {
@@ -300,14 +301,16 @@ static int64_t symbol_find(const Model *md, int64_t q, int64_t *cum, int64_t *pr
         /* codes lo..x keep `offset`; the interval after x ends at cumb[x + 1] + offset + delta */
         if (q < md->cumb[x + 1] + offset + md->delta[i]) {
             int64_t found = search(md->cumb, lo, x, offset, q);
-            symbol_interval(md, found, cum, prob);
+            *cum = md->cumb[found] + offset;
+            *prob = md->fb[found] + 1 + (found == x ? md->delta[i] : 0);
             return found;
         }
         offset += md->delta[i];
         lo = x + 1;
     }
     int64_t found = search(md->cumb, lo, md->m - 1, offset, q);
-    symbol_interval(md, found, cum, prob);
+    *cum = md->cumb[found] + offset;
+    *prob = md->fb[found] + 1;
     return found;
 }
 

@@ -361,7 +361,7 @@ def _compiled_state(shape, prior: Prior, size: int, rows: list[_Row] | None):
         counts = np.zeros((n_rows, size), np.int64)
         prev, mass, halve = np.full(n_rows, -1, np.int64), np.zeros(n_rows, np.int64), False
     else:
-        counts = np.stack([row.counts for row in rows]).astype(np.int64)
+        counts = np.stack([row.counts for row in rows])  # int64, a copy the coder changes
         for i, row in enumerate(rows):
             rank_counts[i, : len(row.rank_counts)] = row.rank_counts
         prev = np.array([row.prev for row in rows], np.int64)

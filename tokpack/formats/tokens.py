@@ -17,7 +17,7 @@ import numpy as np
 from tokpack.errors import FieldOutOfRange, TokensError, UsageError
 from tokpack.formats import spec
 from tokpack.formats.header import Header
-from tokpack.formats.prior import Prior, PriorSource, generic_prior
+from tokpack.formats.prior import Prior, PriorSource, generic_prior, generic_sha256
 from tokpack.formats.reader import ContainerReader
 from tokpack.formats.writer import ContainerWriter, keyframe_chunks
 
@@ -123,11 +123,12 @@ def pack(array: np.ndarray, dst: str | os.PathLike | BinaryIO, *, codebook_size:
     these codebooks, prior.generic_prior). ``keyframe``: seconds between fresh starts of
     carried CTX models (default writer.KEYFRAME_SECONDS; 0: every chunk stands alone)."""
     tokens = check_array(array, codebook_size)
-    if prior is None and coder in ("auto", "ctx"):
-        tokens_header(np.shape(array), codebook_size, frame_rate, sample_rate=sample_rate, codec=codec)
-        prior = generic_prior(codebook_size, tokens.shape[1])  # the codebook size is valid
+    generic = prior is None and coder in ("auto", "ctx")
     header = tokens_header(np.shape(array), codebook_size, frame_rate, sample_rate=sample_rate, codec=codec,
-                           prior_sha256=None if prior is None else prior.sha256)
+                           prior_sha256=generic_sha256(codebook_size) if generic
+                           else None if prior is None else prior.sha256)
+    if generic:  # built once the header has checked the codebook size
+        prior = generic_prior(codebook_size, header.n_codebooks)
     if prior is not None and (prior.codebook_size != codebook_size or prior.n_codebooks < header.n_codebooks):
         raise TokensError(f"the prior is for {prior.n_codebooks} codebook(s) of {prior.codebook_size} codes; "
                           f"these tokens have {header.n_codebooks} of {codebook_size}")
