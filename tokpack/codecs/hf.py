@@ -42,11 +42,21 @@ def load_pretrained(cls, config, path: Path, spec: ModelSpec):
     """``cls.from_pretrained`` on the weights file ``path`` with ``config``; eval mode.
 
     ModelError (one line) when the file is not a safetensors file of this architecture:
-    keys missing, unexpected or of the wrong shape, values NaN or infinite."""
+    keys missing, unexpected or of the wrong shape, values NaN or infinite.
+
+    Also sets the C heap to keep freed blocks (``memory.keep_freed_memory``): these models
+    allocate and free activations of up to ~30 MB per layer (DAC's windows are sized to
+    stay under the 32 MB above which glibc always maps, and unmaps, a block), and with
+    glibc's defaults every layer faulted its output's pages in again. Measured, 20 s of
+    audio, whole processes: DAC 44.1 kHz encode 50.6 s with 7.0 M page faults (31.7 s of
+    them system time), Mimi encode 16.0 s / decode 16.0 s against 13.7 s / 14.2 s kept
+    (docs/PERFORMANCE.md)."""
     import torch
 
+    from tokpack.codec.memory import keep_freed_memory
     from tokpack.codec.weights import check_weights_file, one_line
 
+    keep_freed_memory()
     check_weights_file(path)
     with open(path, "rb") as f:
         head = f.read(9)

@@ -16,9 +16,15 @@ codes of frames t - 10 .. t + 10. The context is computed layer by layer (what a
 output reads must lie inside the window at every layer, so the zeros a convolution pads
 at a window's edge never reach it), in whole frames so windows stay on the hop grid.
 
-Windows. Both streams keep :data:`ENCODER_WINDOW_FRAMES` / :data:`DECODER_WINDOW_FRAMES`
-= 256 frames per window (2.97 s at 44.1 kHz) and read 8 + 8 (encoder) or 10 + 10
-(decoder) frames more: 6.3 % and 7.8 % more computation than one pass. A window runs
+Windows. The streams keep :data:`ENCODER_WINDOW_FRAMES` = 192 and
+:data:`DECODER_WINDOW_FRAMES` = 128 frames per window (2.2 s and 1.5 s at 44.1 kHz) and
+read 8 + 8 (encoder) or 10 + 10 (decoder) frames more: 8.3 % and 15.6 % more computation
+than one pass. They are that small so that a window's largest activations (at 44.1 kHz, 64
+channels at the full rate in the encoder, 96 in the decoder: 35.7 and 54.3 MB for windows
+of 256) stay under the 32 MB above which glibc maps every block afresh and unmaps it when
+freed: with windows of 256 a 15 s encode spent 22 of its 27 s faulting those pages in
+(5.4 M faults), a decode 36 of 53 s; with these windows and freed blocks kept in the heap
+(``memory.keep_freed_memory``) 14.0 s and 30.9 s, the same codes. A window runs
 once all it reads has arrived; its place depends only on stream positions, never on
 piece sizes, so codes and audio do not depend on how the input was fed (bit for bit).
 The first window starts at sample 0 and the last ends where one pass ends (the signal
@@ -34,7 +40,7 @@ resampled to 44.1 kHz; a shared 2-core Xeon with AVX-512 under a load of ~3):
 * codes windowed vs one pass: 23256 of 23256 equal at 1 thread and at 2 threads (and 1
   vs 2 threads equal too);
 * decoded audio windowed vs one pass: max abs difference 2.8e-7 (audio peak 0.28);
-* real-time factors at 2 threads: encode 1.87 windowed (one pass 1.64), decode 3.0
+* real-time factors at 2 threads (windows of 256 then): encode 1.87 windowed (one pass 1.64), decode 3.0
   windowed (one pass 3.8; peak memory 4.0 GB, windowed 1.6 GB); timed under that load.
 
 Lengths: n samples give ceil(n / hop) frames (0 samples: none), and frames give
@@ -122,11 +128,11 @@ _OFFICIAL = {
                   "n_codebooks": 12, "sampling_rate": 16000},
 }
 
-#: frames the windowed encoder keeps per window (2.97 s at 44.1 kHz, 3.4 s at 24 kHz,
-#: 5.1 s at 16 kHz)
-ENCODER_WINDOW_FRAMES = 256
-#: frames the windowed decoder keeps per window
-DECODER_WINDOW_FRAMES = 256
+#: frames the windowed encoder keeps per window (2.2 s at 44.1 kHz, 2.6 s at 24 kHz, 3.8 s
+#: at 16 kHz): a window's activations then stay under 32 MB (module doc)
+ENCODER_WINDOW_FRAMES = 192
+#: frames the windowed decoder keeps per window (1.5 s at 44.1 kHz)
+DECODER_WINDOW_FRAMES = 128
 
 #: test model: seconds of synthetic audio the codebooks are fitted to, in pieces of
 #: TRAIN_PIECE_FRAMES frames, each encoded in float64
