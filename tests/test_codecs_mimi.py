@@ -218,3 +218,24 @@ def test_typed_errors(model):
         dec.feed(np.zeros((4, 3), dtype=np.int64))
     with pytest.raises(ModelError):  # one pass pads these on both sides: not streamable
         mimi.StreamDecoder(small_model(use_causal_conv=False))
+
+
+def test_transposed_convolution_as_one_matrix_product():
+    """The decoder's kernel-2s transposed convolutions as a product over pairs of input
+    frames (mimi.model._tap_matrix): conv_transpose1d's output within float rounding, for
+    every input length a stream can give; grouped ones keep conv_transpose1d."""
+    gen = torch.Generator().manual_seed(5)
+    for cin, cout, s in ((6, 4, 3), (16, 8, 8)):
+        conv = torch.nn.ConvTranspose1d(cin, cout, 2 * s, stride=s, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+        matrix = mimi._tap_matrix(conv)
+        for t in (1, 2, 7):
+            x = torch.randn(2, cin, t, generator=gen)
+            want = torch.nn.functional.conv_transpose1d(x, conv.weight, None, s)
+            got = mimi._tap_transposed(x, matrix, s)
+            assert got.shape == want.shape == (2, cout, (t + 1) * s)
+            assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), (cin, cout, s, t)
+    grouped = torch.nn.ConvTranspose1d(4, 4, 4, stride=2, groups=4, bias=False)
+    assert mimi._tap_matrix(grouped) is None
+    assert mimi._tap_matrix(torch.nn.ConvTranspose1d(4, 4, 5, stride=2)) is None

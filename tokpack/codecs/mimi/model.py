@@ -54,6 +54,7 @@ codebooks on a 2^-16 grid). Its audio is not speech; it exists for offline tests
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import torch
@@ -481,8 +482,14 @@ class StreamDecoder:
         ``kernel - stride`` still await the next input. The bias is added to emitted
         samples only, so a tail never carries it twice."""
         conv = layer.conv
-        y = torch.nn.functional.conv_transpose1d(x, conv.weight, None, conv.stride, 0, 0,
-                                                 conv.groups)
+        if conv not in _TAP_MATRICES:
+            _TAP_MATRICES[conv] = _tap_matrix(conv)
+        matrix = _TAP_MATRICES[conv]
+        if matrix is None:
+            y = torch.nn.functional.conv_transpose1d(x, conv.weight, None, conv.stride, 0, 0,
+                                                     conv.groups)
+        else:
+            y = _tap_transposed(x, matrix, conv.stride[0])
         tail = self._tails.get(layer)
         if tail is not None:
             y[..., : tail.shape[-1]] += tail
@@ -490,6 +497,39 @@ class StreamDecoder:
         self._tails[layer] = y[..., n:].clone()
         y = y[..., :n]
         return y if conv.bias is None else y + conv.bias[:, None]
+
+
+#: per transposed convolution of a model, its _tap_matrix (made once, shared by streams)
+_TAP_MATRICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tap_matrix(conv: torch.nn.ConvTranspose1d) -> torch.Tensor | None:
+    """A transposed convolution of kernel 2s and stride s as one matrix [2 in, out * s]:
+    output samples j*s .. j*s + s - 1 are input frames j - 1 and j (stacked) times it (the
+    2-tap form of encodec's ``streaming._tap_weight``). None for other layers (the
+    grouped upsampling), which keep torch's ``conv_transpose1d``.
+
+    Why: the decoder's first SEANet layer (1024 -> 512 channels, kernel 16, stride 8;
+    32 MB of weights) took 86-90 ms a call in ``conv_transpose1d`` on a live frame's 2
+    inputs, one thread; as a matrix product, ~12 ms (reading the weights once)."""
+    s, k = conv.stride[0], conv.kernel_size[0]
+    if conv.groups != 1 or k != 2 * s or conv.padding[0] or conv.dilation[0] != 1 \
+            or conv.output_padding[0]:
+        return None
+    w = conv.weight.detach()  # [in, out, 2s]
+    cin, cout = w.shape[0], w.shape[1]
+    return torch.cat([w[:, :, s:].reshape(cin, cout * s),
+                      w[:, :, :s].reshape(cin, cout * s)]).contiguous()
+
+
+def _tap_transposed(x: torch.Tensor, matrix: torch.Tensor, s: int) -> torch.Tensor:
+    """conv_transpose1d(x) [B, out, (T + 1) s] of x [B, in, T] by :func:`_tap_matrix`."""
+    b, cin, t = x.shape
+    padded = torch.nn.functional.pad(x, (1, 1))
+    frames = torch.cat([padded[..., :-1], padded[..., 1:]], dim=1).transpose(1, 2)
+    y = frames @ matrix  # [B, T + 1, out * s]
+    cout = matrix.shape[1] // s
+    return y.view(b, t + 1, cout, s).permute(0, 2, 1, 3).reshape(b, cout, (t + 1) * s)
 
 
 def _kv_elements(cache: DynamicCache) -> int:
