@@ -226,7 +226,7 @@ def main() -> None:
     ap.add_argument("--bandwidth", type=float, default=None)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--piece-ms", type=float, default=20.0)
-    ap.add_argument("--packet", type=float, default=40.0, help="encode --packet MS")
+    ap.add_argument("--packet", type=int, default=40, help="encode --packet MS")
     ap.add_argument("--threads", type=int, default=None, help="both commands (default: theirs, 1)")
     ap.add_argument("--raw", action="store_true", help="raw PCM into the encoder (default WAV)")
     ap.add_argument("--input", type=Path, default=DEFAULT_INPUT)
