@@ -5,6 +5,7 @@
     python scripts/bench_entropy.py --json rows.ndjson
     python scripts/bench_entropy.py --contexts           # where the bits are: conditional
                                                          # entropies, every test model
+    python scripts/bench_entropy.py --contexts --tokens a.tpk b.npy --codebook-size 1024
 
 For each real corpus file (../shared/corpus/real) and bandwidth it encodes the audio once
 (test model, 2 threads), then codes the same tokens, chunk by chunk as containers do, with:
@@ -37,6 +38,10 @@ the previous frame's code c[k, t-1], and both. Two estimates each:
   from each of those to order 0, and from order 0 (additive 1/2) to uniform: what a coder
   with a trained prior and adaptation can reach.
 Codebook 0 has no coarser codebook: its "coarser" and "both" rows use what is left.
+--contexts --tokens FILE ... measures any tokens instead (each file one unit of the split):
+.tpk containers (encoded or `tokpack pack`ed; their codebook size from the header) or the
+.npy/.pt arrays `tokpack pack` reads (--codebook-size N), e.g. an official model's tokens
+encoded where its weights are.
 """
 
 from __future__ import annotations
@@ -188,15 +193,21 @@ def tokens_of(path: Path, loaded, kbps: float, threads: int):
 
 
 def contexts_table(args) -> None:
-    """--contexts: the conditional-entropy table (module doc)."""
+    """--contexts: the conditional-entropy table (module doc), of the test models' tokens of
+    the corpus files, or of the token files given with --tokens."""
+    if args.tokens:
+        per_file, size = token_files(args.tokens, args.codebook_size)
+        print(f"{len(per_file)} token files; bits per token; held-out: 2-fold over files, "
+              f"Witten-Bell backoff x {args.strength:g}\n")
+        print(CONTEXTS_HEAD)
+        contexts_rows("tokens", "-", per_file, size, args.strength)
+        return
     from tokpack.codec.weights import load_model
 
     files = sorted(CORPUS.glob("*.wav"))
     print(f"{len(files)} files of {CORPUS}; bits per token; held-out: 2-fold over files, "
           f"Witten-Bell backoff x {args.strength:g}\n")
-    print("| model | kbps | codebooks | tokens | estimate | order 0 | coarser c[k-1,t] | "
-          "previous c[k,t-1] | both | both / order 0 |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    print(CONTEXTS_HEAD)
     for name in args.models:
         loaded = load_model(name)
         spec = loaded.spec
@@ -207,21 +218,61 @@ def contexts_table(args) -> None:
                 container = tokens_of(path, loaded, kbps, args.threads)
                 size = container.header.codebook_size
                 per_file.append(list(container.tokens))  # one [K, T] array per stream
-            arrays = [a for streams in per_file for a in streams]
-            tokens = sum(a.size for a in arrays)
-            results = {"in-sample": conditional_bits(arrays, size)}
-            held = dict.fromkeys(CONTEXTS, 0.0)
-            for fold in (0, 1):
-                train = [a for i, st in enumerate(per_file) if i % 2 != fold for a in st]
-                test = [a for i, st in enumerate(per_file) if i % 2 == fold for a in st]
-                for kind, v in held_out_bits(train, test, size, args.strength).items():
-                    held[kind] += v
-            results["held-out"] = held
-            k = arrays[0].shape[0]
-            for label, bits in results.items():
-                print(f"| {name} | {kbps:g} | {k} | {tokens} | {label} | "
-                      + " | ".join(f"{bits[kind] / tokens:.3f}" for kind in CONTEXTS)
-                      + f" | {bits['both'] / bits['order0']:.3f} |", flush=True)
+            contexts_rows(name, f"{kbps:g}", per_file, size, args.strength)
+
+
+CONTEXTS_HEAD = ("| model | kbps | codebooks | tokens | estimate | order 0 | coarser c[k-1,t] | "
+                 "previous c[k,t-1] | both | both / order 0 |\n"
+                 "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+
+
+def contexts_rows(name: str, kbps: str, per_file: list[list[np.ndarray]], size: int,
+                  strength: float) -> None:
+    """The in-sample and held-out rows of one token set: per file, its [K, T] arrays (one per
+    stream) of codes in [0, size)."""
+    arrays = [a for streams in per_file for a in streams]
+    tokens = sum(a.size for a in arrays)
+    results = {"in-sample": conditional_bits(arrays, size)}
+    held = dict.fromkeys(CONTEXTS, 0.0)
+    for fold in (0, 1):
+        train = [a for i, st in enumerate(per_file) if i % 2 != fold for a in st]
+        test = [a for i, st in enumerate(per_file) if i % 2 == fold for a in st]
+        for kind, v in held_out_bits(train, test, size, strength).items():
+            held[kind] += v
+    results["held-out"] = held
+    k = arrays[0].shape[0]
+    for label, bits in results.items():
+        print(f"| {name} | {kbps} | {k} | {tokens} | {label} | "
+              + " | ".join(f"{bits[kind] / tokens:.3f}" for kind in CONTEXTS)
+              + f" | {bits['both'] / bits['order0']:.3f} |", flush=True)
+
+
+def token_files(names: list[str], codebook_size: int | None) -> tuple[list[list[np.ndarray]], int]:
+    """--tokens: per file its [K, T] arrays (one per stream), and the codebook size. Containers
+    (.tpk, any: encoded or packed) carry their codebook size; arrays (.npy, .pt, as `tokpack
+    pack` reads them) take --codebook-size. All files must share one size and codebook count."""
+    from tokpack.cli.pack_cmd import read_array
+    from tokpack.formats import ContainerReader
+    from tokpack.formats.tokens import check_array, unpack
+
+    if len(names) < 2:
+        sys.exit("--tokens: at least 2 files (the held-out estimate trains on half of them)")
+    per_file, sizes = [], set()
+    for name in names:
+        if name.lower().endswith(".tpk"):
+            with ContainerReader(name) as reader:
+                size = reader.header.codebook_size
+            array = check_array(unpack(name), size)
+        else:
+            if codebook_size is None:
+                sys.exit(f"{name}: an array needs --codebook-size")
+            size = codebook_size
+            array = check_array(read_array(name), size)
+        sizes.add(size)
+        per_file.append([stream.astype(np.int64) for stream in array])  # [S, K, T] -> S x [K, T]
+    if len(sizes) != 1 or len({a.shape[0] for st in per_file for a in st}) != 1:
+        sys.exit("--tokens: the files differ in codebook size or codebook count")
+    return per_file, sizes.pop()
 
 
 def timed(fn, *args):
@@ -251,6 +302,13 @@ def main() -> int:
                     help="with --contexts")
     ap.add_argument("--strength", type=float, default=1.0,
                     help="with --contexts: the backoff strength b (x distinct codes seen)")
+    ap.add_argument("--tokens", nargs="+", metavar="FILE",
+                    help="with --contexts: measure these token files instead of the test "
+                         "models' tokens of the corpus (.tpk containers, or .npy/.pt arrays "
+                         "[codebooks, frames] or [streams, codebooks, frames] as `tokpack "
+                         "pack` reads them; each file one unit of the 2-fold split)")
+    ap.add_argument("--codebook-size", type=int,
+                    help="with --tokens: the codebook size of .npy/.pt arrays")
     args = ap.parse_args()
     if args.contexts:
         sys.path.insert(0, str(REPO))
