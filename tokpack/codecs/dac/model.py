@@ -40,8 +40,9 @@ resampled to 44.1 kHz; a shared 2-core Xeon with AVX-512 under a load of ~3):
 * codes windowed vs one pass: 23256 of 23256 equal at 1 thread and at 2 threads (and 1
   vs 2 threads equal too);
 * decoded audio windowed vs one pass: max abs difference 2.8e-7 (audio peak 0.28);
-* real-time factors at 2 threads (windows of 256 then): encode 1.87 windowed (one pass 1.64), decode 3.0
-  windowed (one pass 3.8; peak memory 4.0 GB, windowed 1.6 GB); timed under that load.
+* real-time factors at 2 threads (windows of 256 then): encode 1.87 windowed (one pass
+  1.64), decode 3.0 windowed (one pass 3.8; peak memory 4.0 GB, windowed 1.6 GB); timed
+  under that load.
 
 Lengths: n samples give ceil(n / hop) frames (0 samples: none), and frames give
 frames * hop samples. One pass of the 24 and 16 kHz decoders returns 8 samples fewer

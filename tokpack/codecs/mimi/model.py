@@ -524,7 +524,7 @@ def _tap_matrix(conv: torch.nn.ConvTranspose1d) -> torch.Tensor | None:
 
 def _tap_transposed(x: torch.Tensor, matrix: torch.Tensor, s: int) -> torch.Tensor:
     """conv_transpose1d(x) [B, out, (T + 1) s] of x [B, in, T] by :func:`_tap_matrix`."""
-    b, cin, t = x.shape
+    b, _, t = x.shape
     padded = torch.nn.functional.pad(x, (1, 1))
     frames = torch.cat([padded[..., :-1], padded[..., 1:]], dim=1).transpose(1, 2)
     y = frames @ matrix  # [B, T + 1, out * s]
