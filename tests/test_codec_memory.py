@@ -55,3 +55,21 @@ def test_release_memory_still_gives_kept_memory_back():
     block = np.ones(4 << 20, np.float32)  # 16 MB on the heap, freed at its top
     del block
     assert memory.release_memory()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's madvise")
+def test_pages_of_a_mapped_weights_file_are_given_back_and_read_again(tmp_path):
+    import torch
+
+    path = tmp_path / "w.th"
+    torch.save({"a": torch.arange(300_000, dtype=torch.float32),
+                "b": torch.ones(5, dtype=torch.float32)}, path)
+    state = torch.load(path, mmap=True, weights_only=True)
+    a = state["a"]
+    assert torch.equal(a, torch.arange(300_000, dtype=torch.float32))  # read: resident now
+    dropped = memory.drop_file_pages([a, state["b"]], path)
+    assert 1_150_000 <= dropped <= 1_200_000  # a's whole pages; b has none of its own
+    assert torch.equal(a, torch.arange(300_000, dtype=torch.float32))  # read from the file
+    heap = torch.arange(300_000, dtype=torch.float32)
+    assert memory.drop_file_pages([heap], path) == 0  # not in the file's mapping: untouched
+    assert torch.equal(heap, torch.arange(300_000, dtype=torch.float32))

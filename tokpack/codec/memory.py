@@ -22,6 +22,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import mmap
+import os
 import sys
 
 _libc = None
@@ -35,6 +37,7 @@ if sys.platform.startswith("linux"):
     except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
         _libc = None
 
+MADV_DONTNEED = 4  # Linux's madvise advice
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -60,3 +63,35 @@ def keep_freed_memory() -> bool:
         return False
     return bool(_libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) \
         and bool(_libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def drop_file_pages(tensors, path) -> int:
+    """Give back the resident pages of ``tensors`` that lie in this process's mapping of
+    the file ``path`` (``torch.load(mmap=True)``); bytes given back. For tensors that are
+    no longer used, such as the weight-norm pairs folded into plain weights: reading them
+    made their pages resident, and they stay counted in the process's resident size as
+    long as any other tensor of the file keeps the mapping. Pages of a file mapping come
+    back from the file if read again, so nothing is lost; pages elsewhere (the heap) are
+    never touched, nor pages a tensor shares with its neighbours (whole pages inside each
+    tensor only). Linux only; 0 elsewhere."""
+    if _libc is None:
+        return 0
+    real = os.path.realpath(path)
+    try:
+        with open("/proc/self/maps") as f:
+            spans = [(int(lo, 16), int(hi, 16)) for lo, hi, name in
+                     ((*line.split(None, 1)[0].split("-"), line.split(None, 5)[-1].strip())
+                      for line in f if line.count(" ") >= 5) if name == real]
+    except (OSError, ValueError):
+        return 0
+    page, dropped = mmap.PAGESIZE, 0
+    madvise = _libc.madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for t in tensors:
+        start = t.data_ptr()
+        lo = -(-start // page) * page
+        hi = (start + t.numel() * t.element_size()) // page * page
+        if hi > lo and any(a <= lo and hi <= b for a, b in spans) \
+                and madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+            dropped += hi - lo
+    return dropped

@@ -71,7 +71,7 @@ def load(spec: ModelSpec, path: Path, device: str) -> EncodecLoaded:
 
     import torch
 
-    from tokpack.codec.memory import release_memory
+    from tokpack.codec.memory import drop_file_pages, release_memory
     from tokpack.codec.weights import check_fits, load_checked_state, one_line
     from tokpack.codecs.encodec.architecture import (
         build_architecture,
@@ -84,6 +84,7 @@ def load(spec: ModelSpec, path: Path, device: str) -> EncodecLoaded:
         model = build_architecture(spec, plain_weights=True)
     state, digest = load_checked_state(path)  # digest: of the file's tensors, as stored
     check_fits(weight_norm_layout(model, spec), state, f"the {spec.name} architecture", path)
+    pairs = [t for key, t in state.items() if key.endswith(("_g", "_v"))]
     state = fold_weight_norm_state(state)
     # assign=True keeps the file's dtypes, where a copy into the parameters would cast
     for key, param in model.state_dict().items():
@@ -95,6 +96,10 @@ def load(spec: ModelSpec, path: Path, device: str) -> EncodecLoaded:
         raise ModelError(f"cannot load weights: {one_line(exc)[:300]}", path=str(path))
     del state
     model.eval().to(device)
-    release_memory()  # the weight-norm pairs folded away, the hashing's buffers
+    # the weight-norm pairs folded away: their pages of a mapped file (26 MB for the
+    # 24 kHz model), the hashing's buffers
+    drop_file_pages(pairs, path)
+    del pairs
+    release_memory()
     return EncodecLoaded(spec=spec, model=model, weights_sha256=digest, weights_path=path,
                          device=device)
