@@ -252,17 +252,16 @@ def token_files(names: list[str], codebook_size: int | None) -> tuple[list[list[
     (.tpk, any: encoded or packed) carry their codebook size; arrays (.npy, .pt, as `tokpack
     pack` reads them) take --codebook-size. All files must share one size and codebook count."""
     from tokpack.cli.pack_cmd import read_array
-    from tokpack.formats import ContainerReader
-    from tokpack.formats.tokens import check_array, unpack
+    from tokpack.formats import read_container
+    from tokpack.formats.tokens import check_array
 
     if len(names) < 2:
         sys.exit("--tokens: at least 2 files (the held-out estimate trains on half of them)")
     per_file, sizes = [], set()
     for name in names:
         if name.lower().endswith(".tpk"):
-            with ContainerReader(name) as reader:
-                size = reader.header.codebook_size
-            array = check_array(unpack(name), size)
+            container = read_container(name)  # tokens [S, K, T]
+            size, array = container.header.codebook_size, container.tokens
         else:
             if codebook_size is None:
                 sys.exit(f"{name}: an array needs --codebook-size")

@@ -34,6 +34,8 @@ if sys.platform.startswith("linux"):
         _libc.malloc_trim.restype = ctypes.c_int
         _libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         _libc.mallopt.restype = ctypes.c_int
+        _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        _libc.madvise.restype = ctypes.c_int
     except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
         _libc = None
 
@@ -76,22 +78,22 @@ def drop_file_pages(tensors, path) -> int:
     tensor only). Linux only; 0 elsewhere."""
     if _libc is None:
         return 0
-    real = os.path.realpath(path)
+    real, spans = os.path.realpath(path), []
     try:
-        with open("/proc/self/maps") as f:
-            spans = [(int(lo, 16), int(hi, 16)) for lo, hi, name in
-                     ((*line.split(None, 1)[0].split("-"), line.split(None, 5)[-1].strip())
-                      for line in f if line.count(" ") >= 5) if name == real]
-    except (OSError, ValueError):
+        with open("/proc/self/maps") as f:  # "lo-hi perms offset dev inode [path]"
+            for line in f:
+                fields = line.split(None, 5)
+                if len(fields) == 6 and fields[5].rstrip("\n") == real:
+                    lo, hi = fields[0].split("-")
+                    spans.append((int(lo, 16), int(hi, 16)))
+    except OSError:
         return 0
     page, dropped = mmap.PAGESIZE, 0
-    madvise = _libc.madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     for t in tensors:
         start = t.data_ptr()
         lo = -(-start // page) * page
         hi = (start + t.numel() * t.element_size()) // page * page
         if hi > lo and any(a <= lo and hi <= b for a, b in spans) \
-                and madvise(lo, hi - lo, MADV_DONTNEED) == 0:
+                and _libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0:
             dropped += hi - lo
     return dropped
