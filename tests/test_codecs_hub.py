@@ -121,3 +121,37 @@ def test_dac_16khz_runs_on_weights_of_its_architecture(tmp_path, signals):
     assert enc.tokens.shape == (1, 12, -(-(16_000 + 7) // 320))
     y, rate = tokpack.decode_tokens(enc, model=loaded)
     assert (y.shape, rate) == ((16_007, 1), 16_000)
+
+
+def test_checks_run_once_per_version_of_a_weights_file(test_dac_44khz, tmp_path, monkeypatch):
+    """NaN/inf and the weights hash of a transformers model's file: once per version of the
+    file (remembered in the cache); a changed file is checked again."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tokpack.codec import weights
+    from tokpack.codecs.hf import save_state
+
+    path = tmp_path / "model.safetensors"
+    shutil.copyfile(test_dac_44khz.weights_path, path)
+    first = load_model("dac_44khz", weights=path).weights_sha256
+    assert first == test_dac_44khz.weights_sha256
+    hashed, scanned = [], []
+    monkeypatch.setattr(weights, "weights_sha256", lambda state: hashed.append(len(state)) or bytes(32))
+    isfinite = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: scanned.append(t.numel()) or isfinite(t))
+    assert load_model("dac_44khz", weights=path).weights_sha256 == first  # remembered
+    assert hashed == [] and scanned == []
+    state = load_file(path)
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[key][0] = float("nan")
+    changed = tmp_path / "changed.safetensors"
+    changed.write_bytes(save_state(state))
+    os.replace(changed, path)  # another version of the file at the same path
+    with pytest.raises(ModelError, match="NaN or infinite"):
+        load_model("dac_44khz", weights=path)
+    state[key] = torch.zeros_like(state[key])
+    changed.write_bytes(save_state(state))
+    os.replace(changed, path)
+    assert load_model("dac_44khz", weights=path).weights_sha256 == bytes(32)  # hashed again
+    assert len(hashed) == 1 and scanned

@@ -13,7 +13,7 @@ Every file, official or test, is then loaded by the same code: ``torch.load(...,
 weights_only=True)``, checked key by key against the architecture, and hashed with
 :func:`weights_sha256` — the hash stored in containers. The checks that read every byte
 (the hash a torch hub name promises, no NaN or infinity) and the hash are done once per
-version of a file and remembered (:func:`load_checked_state`).
+version of a file and remembered (:func:`checked_once`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import sys
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tokpack._io import atomic_write
 from tokpack.codec.registry import ModelSpec, get_spec, list_models
@@ -37,6 +37,8 @@ from tokpack.errors import ModelError, WeightsNotFound
 
 if TYPE_CHECKING:
     import torch
+
+_Loaded = TypeVar("_Loaded")
 
 WEIGHTS_ENV = "TOKPACK_WEIGHTS"
 CACHE_ENV = "TOKPACK_CACHE"
@@ -313,26 +315,39 @@ def cached_build(stem: str, build: Callable[[], Mapping[str, torch.Tensor]], *,
 
 def load_checked_state(path: Path) -> tuple[dict[str, torch.Tensor], bytes]:
     """:func:`load_state_dict` and the state's :func:`weights_sha256`, the checks that read
-    every byte and the hash done once per version of the file.
+    every byte and the hash done once per version of the file (:func:`checked_once`;
+    EnCodec's 24 kHz weights: ~0.2 s of a command's start). The key checks and the safe
+    loader run every time."""
+    return checked_once(path, lambda verified: load_state_dict(path, verified=verified),
+                        weights_sha256)
 
-    A file that passed them is remembered in tokpack's cache (``verified/``) by its path,
-    size, modification time and inode, as git's index and make decide that a file has not
-    changed; loading it again skips them (EnCodec's 24 kHz weights: ~0.2 s of a command's
-    start). Any change to the file, or a cache that cannot be read or written, means they
-    run again. The key checks and the safe loader run every time.
+
+def checked_once(path: Path, load: Callable[[bool], _Loaded],
+                 digest: Callable[[_Loaded], bytes], *, kind: str = "") -> tuple[_Loaded, bytes]:
+    """``load(verified)`` of the weights file ``path`` and ``digest`` of what it returned
+    (the hash stored in containers), where ``verified`` says this version of the file
+    passed before the checks that read every byte (NaN or infinity, the hash a name
+    promises), so ``load`` may skip them, and the digest is not computed again.
+
+    A file that passed is remembered in tokpack's cache (``verified/``) by its path, size,
+    modification time and inode, as git's index and make decide that a file has not
+    changed, and by ``kind`` (what loaded it: its digest is of what ``load`` returns). Any
+    change to the file, or a cache that cannot be read or written, means the checks run
+    again.
     """
-    memo = tokpack_cache_dir() / "verified" / (
-        hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()[:32] + ".json")
+    key = os.fsencode(os.path.abspath(path)) + (b"\0" + kind.encode() if kind else b"")
+    memo = tokpack_cache_dir() / "verified" / (hashlib.sha256(key).hexdigest()[:32] + ".json")
     stamp = _file_stamp(path)
-    digest = _recalled_digest(memo, stamp)
-    state = load_state_dict(path, verified=digest is not None)
+    remembered = _recalled_digest(memo, stamp)
+    loaded = load(remembered is not None)
     if _file_stamp(path) != stamp:  # replaced while it was being opened: check it all
-        digest, stamp = None, None
-        state = load_state_dict(path)
-    if digest is None:
-        digest = weights_sha256(state)
-        _remember_digest(memo, stamp, digest)
-    return state, digest
+        remembered, stamp = None, None
+        loaded = load(False)
+    if remembered is not None:
+        return loaded, remembered
+    computed = digest(loaded)
+    _remember_digest(memo, stamp, computed)
+    return loaded, computed
 
 
 def _file_stamp(path: Path) -> list[int] | None:

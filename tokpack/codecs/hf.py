@@ -38,8 +38,10 @@ def _quiet_transformers():
             logging.enable_progress_bar()
 
 
-def load_pretrained(cls, config, path: Path, spec: ModelSpec):
+def load_pretrained(cls, config, path: Path, spec: ModelSpec, *, verified: bool = False):
     """``cls.from_pretrained`` on the weights file ``path`` with ``config``; eval mode.
+    ``verified``: this version of the file passed the NaN/inf check before
+    (``weights.checked_once``), which is then skipped.
 
     ModelError (one line) when the file is not a safetensors file of this architecture:
     keys missing, unexpected or of the wrong shape, values NaN or infinite.
@@ -83,9 +85,20 @@ def load_pretrained(cls, config, path: Path, spec: ModelSpec):
         raise ModelError(f"weights do not fit the {spec.name} architecture: " + "; ".join(problems),
                          path=str(path))
     for key, value in model.state_dict().items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        if not verified and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ModelError(f"weights hold NaN or infinite values ({key})", path=str(path))
     return model.eval()
+
+
+def load_checked(cls, config, path: Path, spec: ModelSpec):
+    """(model, weights_sha256): :func:`load_pretrained` and the hash of the model's state,
+    the NaN/inf check and the hash done once per version of the file and remembered
+    (``weights.checked_once``; Mimi's 96 M values: ~0.6 s of each load, DAC 44.1 kHz's
+    77 M: ~0.5 s)."""
+    from tokpack.codec.weights import checked_once, weights_sha256
+
+    return checked_once(path, lambda verified: load_pretrained(cls, config, path, spec, verified=verified),
+                        lambda model: weights_sha256(model.state_dict()), kind=spec.name)
 
 
 def save_state(state: dict) -> bytes:

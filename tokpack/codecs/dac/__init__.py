@@ -61,10 +61,9 @@ def load(spec: ModelSpec, path: Path, device: str) -> DacLoaded:
     """The DAC model with the weights file ``path`` (checked key by key, hashed)."""
     from transformers import DacModel
 
-    from tokpack.codec.weights import weights_sha256
     from tokpack.codecs.dac.model import official_config
-    from tokpack.codecs.hf import load_pretrained
+    from tokpack.codecs.hf import load_checked
 
-    model = load_pretrained(DacModel, official_config(_official(spec)), path, spec).to(device)
-    return DacLoaded(spec=spec, model=model, weights_sha256=weights_sha256(model.state_dict()),
+    model, digest = load_checked(DacModel, official_config(_official(spec)), path, spec)
+    return DacLoaded(spec=spec, model=model.to(device), weights_sha256=digest,
                      weights_path=path, device=device)

@@ -52,10 +52,9 @@ def load(spec: ModelSpec, path: Path, device: str) -> MimiLoaded:
     """The Mimi model with the weights file ``path`` (checked key by key, hashed)."""
     from transformers import MimiModel
 
-    from tokpack.codec.weights import weights_sha256
-    from tokpack.codecs.hf import load_pretrained
+    from tokpack.codecs.hf import load_checked
     from tokpack.codecs.mimi.model import official_config
 
-    model = load_pretrained(MimiModel, official_config(), path, spec).to(device)
-    return MimiLoaded(spec=spec, model=model, weights_sha256=weights_sha256(model.state_dict()),
+    model, digest = load_checked(MimiModel, official_config(), path, spec)
+    return MimiLoaded(spec=spec, model=model.to(device), weights_sha256=digest,
                       weights_path=path, device=device)
