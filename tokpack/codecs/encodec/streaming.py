@@ -161,8 +161,6 @@ class _ConvTr:
     """
 
     def __init__(self, sconvtr, act_alpha: float | None) -> None:
-        import torch
-
         ct = sconvtr.convtr.convtr
         k, s = ct.kernel_size[0], ct.stride[0]
         if (not sconvtr.causal or sconvtr.trim_right_ratio != 1.0 or k != 2 * s
