@@ -33,12 +33,21 @@ between thread counts in 11 % of a speech file's codes (1 % once centred).
 Recipe 3 changes test_mimi only: transformers' init draws its float32 normals with
 torch's vectorised Box-Muller, whose bits depend on the kernel set (an AMD AVX2 CPU built
 other weights than the AVX-512 reference); it now draws them in float64, one at a time
-(:func:`tokpack.codecs.mimi.model._seeded_model`). The EnCodec and DAC test models' init
-draws uniforms (and DAC's truncated normals), the same on every kernel set.
+(:func:`tokpack.codecs.mimi.model._seeded_model`).
+
+Recipe 4 does the same for test_24khz and test_48khz: torch's float32 ``uniform_`` (the
+convolutions' and LSTMs' default init) scales its draws in a kernel compiled per CPU
+capability, and ATen's default kernels (a CPU without AVX2, or another architecture) drew
+other weights than its AVX2 and AVX-512 ones; :func:`_draw_init` draws them again in
+float64 and scales them with numpy. DAC's init (uniforms and truncated normals) built the
+same weights under ATen's default kernels as under AVX2.
 
 Measured: the same weights under ``ONEDNN_MAX_CPU_ISA`` AVX2, AVX512_CORE and
 AVX512_CORE_AMX, ``ATEN_CPU_CAPABILITY=avx2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2`` and
-1 or 2 threads (``scripts/check_determinism.py``); :data:`REFERENCE_SHA256` records them.
+1 or 2 threads (``scripts/check_determinism.py``); recipe 4's EnCodec models also under
+``ATEN_CPU_CAPABILITY=default`` with ``ONEDNN_MAX_CPU_ISA=SSE41`` and
+``MKL_ENABLE_INSTRUCTIONS=SSE4_2``, and ``MKL_CBWR=COMPATIBLE``. :data:`REFERENCE_SHA256`
+records them.
 """
 
 from __future__ import annotations
@@ -56,15 +65,15 @@ if TYPE_CHECKING:
 
 #: Bump when anything below changes the weights; it names the cache folder. Bumping it
 #: means new REFERENCE_SHA256 digests and new shipped priors (scripts/make_priors.py).
-RECIPE_VERSION = 3  # 3: test_mimi's random init drawn in float64 (mimi.model._seeded_model)
+RECIPE_VERSION = 4  # 4: the EnCodec test models' init drawn in float64 (_draw_init)
 #: codebook values are rounded to 2^-CODEBOOK_GRID_BITS of each codebook's largest one
 CODEBOOK_GRID_BITS = 16
 #: weights.weights_sha256 of what this recipe builds, the same on every kernel set and
 #: thread count measured (module doc). Shipped priors are made for these weights, and a
 #: test model's default prior is found by them even if a build ever differed.
 REFERENCE_SHA256 = {
-    "test_24khz": "441d1fcbc1fdec18d6c1e53b5512d3131a438e28653e9d90154395516399eb2c",
-    "test_48khz": "b259c5691e1239821cada8854e86c4b29d14db9719bb52f1d885a3d3c1d0c0c9",
+    "test_24khz": "5cbf196fda545c5969175316a068534a1f41e9dab3a3616fdf354d32568d0cea",
+    "test_48khz": "62e7be60a808c6862589d7b76fbb53333625ab69919628c966fbb791369a5402",
     # built by tokpack.codecs.mimi.model / dac.model with the same recipe's ideas
     "test_mimi": "fbd481f90d602c5ec44eb5f23e151bfac7187888e0987bec60f69862e989cddc",
     "test_dac_44khz": "7de197b2c31bec2bc54a6500d52f70b5c3c93792079c016771336d33f2da42bf",
@@ -183,6 +192,36 @@ def _fast_threads() -> int:
     return min(4, os.cpu_count() or 1)
 
 
+def _draw_init(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Draw the convolutions' and LSTMs' parameters again from torch's default init
+    distributions, uniform on [-b, b] (b = 1/sqrt(fan_in), 1/sqrt(hidden) for an LSTM), so
+    that no CPU kernel takes part: torch's float32 ``uniform_`` computes ``from + (to - from)
+    * u`` in a kernel compiled per CPU capability (with or without fused multiply-adds:
+    ATen's default kernels drew other bits than its AVX2 ones), where u in [0, 1) drawn in
+    float64 is the generator's bits exactly, and numpy scales it in float64."""
+    import numpy as np
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+            weight = getattr(module, "weight_v", None)
+            if weight is None:
+                weight = module.weight
+            fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(weight)
+            bounds = {name: 1 / math.sqrt(fan_in) for name, _ in module.named_parameters(recurse=False)
+                      if name != "weight_g"}
+        elif isinstance(module, torch.nn.LSTM):
+            bounds = {name: 1 / math.sqrt(module.hidden_size)
+                      for name, _ in module.named_parameters(recurse=False)}
+        else:
+            continue
+        params = dict(module.named_parameters(recurse=False))
+        for name, bound in bounds.items():
+            param = params[name]
+            u = torch.rand(param.shape, generator=gen, dtype=torch.float64).numpy()
+            param.copy_(torch.from_numpy((bound * (2.0 * u - 1.0)).astype(np.float32)))
+
+
 def _exact_gains(model: torch.nn.Module) -> None:
     """Set every weight-norm gain ``g`` to ``||v||`` (the value weight_norm gave it at
     initialisation) as numpy computes it: float64 squares, exact for float32 inputs,
@@ -239,6 +278,7 @@ def build_test_state_dict(spec: ModelSpec) -> dict:
     with torch_threads(1), torch.inference_mode(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         model = build_architecture(spec)
+        _draw_init(model, torch.Generator().manual_seed(SEED))
         _exact_gains(model)
         seconds = TRAIN_FRAMES / spec.frame_rate
         audio = synthetic_training_audio(spec.sample_rate, spec.channels, seconds)
