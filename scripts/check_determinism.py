@@ -46,6 +46,11 @@ SETTINGS = [
     ("oneDNN AVX512_CORE_AMX", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "amx_tile"),
     ("ATen avx2", {"ATEN_CPU_CAPABILITY": "avx2"}, "avx2"),
     ("MKL AVX2", {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}, "avx2"),
+    # a CPU without AVX2 (or another architecture): ATen's default kernels, with oneDNN and
+    # MKL held to SSE4 (recipe 2's EnCodec test models came out different here)
+    ("no AVX2: ATen default, oneDNN SSE41, MKL SSE4_2",
+     {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+      "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, None),
 ]
 
 
