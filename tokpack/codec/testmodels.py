@@ -205,21 +205,17 @@ def _draw_init(model: torch.nn.Module, gen: torch.Generator) -> None:
     for module in model.modules():
         if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
             weight = getattr(module, "weight_v", None)
-            if weight is None:
-                weight = module.weight
-            fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(weight)
-            bounds = {name: 1 / math.sqrt(fan_in) for name, _ in module.named_parameters(recurse=False)
-                      if name != "weight_g"}
+            fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(
+                module.weight if weight is None else weight)
+            bound = 1 / math.sqrt(fan_in)
         elif isinstance(module, torch.nn.LSTM):
-            bounds = {name: 1 / math.sqrt(module.hidden_size)
-                      for name, _ in module.named_parameters(recurse=False)}
+            bound = 1 / math.sqrt(module.hidden_size)
         else:
             continue
-        params = dict(module.named_parameters(recurse=False))
-        for name, bound in bounds.items():
-            param = params[name]
-            u = torch.rand(param.shape, generator=gen, dtype=torch.float64).numpy()
-            param.copy_(torch.from_numpy((bound * (2.0 * u - 1.0)).astype(np.float32)))
+        for name, param in module.named_parameters(recurse=False):
+            if name != "weight_g":  # set from weight_v (_exact_gains)
+                u = torch.rand(param.shape, generator=gen, dtype=torch.float64).numpy()
+                param.copy_(torch.from_numpy((bound * (2.0 * u - 1.0)).astype(np.float32)))
 
 
 def _exact_gains(model: torch.nn.Module) -> None:
