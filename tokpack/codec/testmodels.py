@@ -42,12 +42,22 @@ other weights than its AVX2 and AVX-512 ones; :func:`_draw_init` draws them agai
 float64 and scales them with numpy. DAC's init (uniforms and truncated normals) built the
 same weights under ATen's default kernels as under AVX2.
 
+Recipe 5 puts the synthetic training audio on the grid of 16-bit PCM. numpy computes
+its sin/exp/log with SIMD code chosen per CPU (AVX2, AVX-512 and Sapphire Rapids' each
+its own): on an AMD AVX-512 CPU the float64 audio differed from the AVX2 code's in 46-97 %
+of samples, by up to 3.4e-12, so 5 of 576,000 float32 samples of test_mimi's training
+audio came out one ulp apart, enough for test_mimi to build other weights (the EnCodec and
+DAC test models happened not to change). On the grid a difference of 3.4e-12 (1.1e-7 of a step) can move a sample only if
+it lies that near a midpoint: summed over the samples, about 3e-4 expected changes per
+model build.
+
 Measured: the same weights under ``ONEDNN_MAX_CPU_ISA`` AVX2, AVX512_CORE and
 AVX512_CORE_AMX, ``ATEN_CPU_CAPABILITY=avx2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2`` and
 1 or 2 threads (``scripts/check_determinism.py``); recipe 4's EnCodec models also under
 ``ATEN_CPU_CAPABILITY=default`` with ``ONEDNN_MAX_CPU_ISA=SSE41`` and
-``MKL_ENABLE_INSTRUCTIONS=SSE4_2``, and ``MKL_CBWR=COMPATIBLE``. :data:`REFERENCE_SHA256`
-records them.
+``MKL_ENABLE_INSTRUCTIONS=SSE4_2``, and ``MKL_CBWR=COMPATIBLE``; recipe 5's four models
+also with numpy's AVX-512 dispatch disabled (``NPY_DISABLE_CPU_FEATURES``) and with the
+no-AVX2 set above plus numpy's baseline code. :data:`REFERENCE_SHA256` records them.
 """
 
 from __future__ import annotations
@@ -65,18 +75,20 @@ if TYPE_CHECKING:
 
 #: Bump when anything below changes the weights; it names the cache folder. Bumping it
 #: means new REFERENCE_SHA256 digests and new shipped priors (scripts/make_priors.py).
-RECIPE_VERSION = 4  # 4: the EnCodec test models' init drawn in float64 (_draw_init)
+RECIPE_VERSION = 5  # 5: the synthetic training audio on the 16-bit PCM grid
+#: the synthetic training audio is rounded to multiples of 1/AUDIO_GRID_STEPS (16-bit PCM)
+AUDIO_GRID_STEPS = 2.0 ** 15
 #: codebook values are rounded to 2^-CODEBOOK_GRID_BITS of each codebook's largest one
 CODEBOOK_GRID_BITS = 16
 #: weights.weights_sha256 of what this recipe builds, the same on every kernel set and
 #: thread count measured (module doc). Shipped priors are made for these weights, and a
 #: test model's default prior is found by them even if a build ever differed.
 REFERENCE_SHA256 = {
-    "test_24khz": "5cbf196fda545c5969175316a068534a1f41e9dab3a3616fdf354d32568d0cea",
-    "test_48khz": "62e7be60a808c6862589d7b76fbb53333625ab69919628c966fbb791369a5402",
+    "test_24khz": "c7631a00a595ce9b6eb3effb6c6e274a60858bbf7551844acd321567f10e20d4",
+    "test_48khz": "89a75d91f56f03cdb5ffc9787f4d3f80e94771f31cff0696a8ebc7387091022d",
     # built by tokpack.codecs.mimi.model / dac.model with the same recipe's ideas
-    "test_mimi": "fbd481f90d602c5ec44eb5f23e151bfac7187888e0987bec60f69862e989cddc",
-    "test_dac_44khz": "7de197b2c31bec2bc54a6500d52f70b5c3c93792079c016771336d33f2da42bf",
+    "test_mimi": "33b833891bfff5851e57f9174c97c1386e2a1963b972cb6553632bb96e1a82ba",
+    "test_dac_44khz": "7300fdf975c76835d8a054fbf03600f67f74c196fb4018174b32d0f69deda303",
 }
 SEED = 20240601
 #: training vectors: 3000 encoder frames either way (40 s at 75 Hz, 20 s at 150 Hz)
@@ -153,7 +165,9 @@ def synthetic_training_audio(sample_rate: int, channels: int, seconds: float,
     peak = np.max(np.abs(out))
     if peak > 0.98:
         out *= 0.98 / peak
-    return out.astype(np.float32)
+    # on the grid of 16-bit PCM (exact in float32): absorbs the float64 ulps by which
+    # numpy's SIMD sin/exp/log differ between CPUs (module doc, recipe 5)
+    return (np.round(out * AUDIO_GRID_STEPS) / AUDIO_GRID_STEPS).astype(np.float32)
 
 
 def _kmeans(samples: torch.Tensor, k: int, iters: int, gen: torch.Generator) -> tuple:
