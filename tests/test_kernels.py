@@ -109,3 +109,46 @@ def test_one_openmp_runtime_in_the_process():
     with open("/proc/self/maps") as maps:
         paths = {line.split()[-1] for line in maps if "libgomp" in line}
     assert len(paths) == 1, paths
+
+
+def test_elu_alone_is_applys_elu_for_any_threads_and_in_place():
+    rng = np.random.default_rng(2)
+    for n in (1, 7, 65_535, 65_536, 300_001):
+        x = (rng.standard_normal(n) * 4).astype(np.float32)
+        x[x == 0] = 1.0  # apply's x * 1 + 0 makes -0.0 +0.0
+        want = _apply(x[:, None], np.ones(1, np.float32), np.zeros(1, np.float32))[:, 0]
+        for threads in (1, 2, 5):
+            out = np.full_like(x, np.nan)
+            _kernels.elu(out, x, 1.0, threads)
+            assert np.array_equal(out, want), (n, threads)
+        y = x.copy()
+        _kernels.elu(y, y, 1.0, 2)
+        assert np.array_equal(y, want), n
+    x = np.float32([-2.0, -0.5, 3.0])
+    out = np.empty_like(x)
+    _kernels.elu(out, x, 0.5, 1)
+    assert np.allclose(out, [0.5 * np.expm1(-2.0), 0.5 * np.expm1(-0.5), 3.0], rtol=2e-7)
+    _kernels.elu(out[:0], x[:0], 1.0, 1)  # empty: nothing to do
+    with pytest.raises(ValueError, match="x has 3 values, out 2"):
+        _kernels.elu(out[:2], x, 1.0, 1)
+    with pytest.raises(TypeError, match="float32"):
+        _kernels.elu(out, x.astype(np.float64), 1.0, 1)
+    with pytest.raises((TypeError, ValueError)):  # read-only output
+        _kernels.elu(np.frombuffer(bytes(12), np.float32), x, 1.0, 1)
+
+
+def test_channels_last_elu_is_torchs_within_rounding_in_any_layout():
+    """channels_last.elu: the kernels for dense float32 CPU tensors (contiguous or
+    channels-last, the layout kept), torch's ELU bit for bit where they cannot run."""
+    from tokpack.codecs.encodec import channels_last
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 16, 1, 3001, generator=g) * 3
+    for t in (x, x.contiguous(memory_format=torch.channels_last), x[:, :, 0]):
+        got = channels_last.elu(t, 1.0)
+        want = torch.nn.functional.elu(t.double(), 1.0)
+        assert got.dtype == torch.float32 and got.stride() == t.stride()
+        assert float(((got - want).abs() / want.abs().clamp(min=1e-30)).max()) < 1.5e-7
+        assert not torch.equal(got, torch.nn.functional.elu(t, 1.0))  # the kernels ran
+    for t in (x.double(), x[..., ::2]):  # float64; not dense: torch's
+        assert torch.equal(channels_last.elu(t, 0.7), torch.nn.functional.elu(t, 0.7))

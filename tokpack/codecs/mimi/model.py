@@ -72,6 +72,7 @@ from tokpack.codec.testmodels import (
     synthetic_training_audio,
 )
 from tokpack.codec.threads import torch_threads
+from tokpack.codecs.encodec import channels_last
 from tokpack.errors import AudioError, ModelError, TokensError, UsageError
 
 REPO_ID = "kyutai/mimi"
@@ -461,7 +462,9 @@ class StreamDecoder:
             elif isinstance(layer, MimiResnetBlock):
                 shortcut = self._layers([layer.shortcut], x)
                 x = shortcut + self._layers(layer.block, x)
-            else:  # ELU, Identity: per sample
+            elif isinstance(layer, torch.nn.ELU):  # per sample; the compiled kernels'
+                x = channels_last.elu(x, layer.alpha)
+            else:  # Identity (a block without a shortcut convolution)
                 x = layer(x)
         return x
 
