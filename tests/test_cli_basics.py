@@ -195,3 +195,31 @@ def test_stdout_and_output_file_conflict():
     result = runner.invoke(app, ["encode", "x.wav", "-c", "-o", "y.tpk"])
     assert result.exit_code == 2
     assert "mutually exclusive" in result.stderr
+
+
+@pytest.mark.parametrize("args, status", [(["--version"], 0), (["inspect", "/nonexistent.tpk"], 1),
+                                          (["encode", "--no-such-option"], 2)])
+def test_the_console_script_skips_torchs_teardown_but_not_pythons(args, status):
+    """``console`` (the ``tokpack`` script, ``python -m tokpack``): with torch loaded it ends
+    by os._exit with main's status, after Python's atexit handlers and with stdout flushed;
+    without torch, or while another thread runs, it exits as main does."""
+    code = ("import atexit, os, sys, threading\n"
+            "real = os._exit\n"
+            "os._exit = lambda s: (sys.stderr.write(f'os._exit {s}\\n'), real(s))\n"
+            "if sys.argv[1] == 'torch':\n    import torch\n"
+            "if sys.argv[2] == 'thread':\n"
+            "    done = threading.Event()\n"
+            "    threading.Thread(target=done.wait, args=(0.5,)).start()\n"
+            "atexit.register(lambda: print('atexit ran', end=''))\n"
+            "sys.argv = ['tokpack'] + sys.argv[3:]\n"
+            "from tokpack.cli import console\n"
+            "console()\n")
+    for torch_loaded, thread in ((True, ""), (False, ""), (True, "thread")):
+        r = subprocess.run([sys.executable, "-c", code, "torch" if torch_loaded else "-", thread or "-",
+                            *args], capture_output=True, text=True)
+        assert r.returncode == status, (torch_loaded, thread, r.stderr)
+        assert r.stdout.endswith("atexit ran"), (torch_loaded, thread, r.stdout)
+        skipped = f"os._exit {status}" in r.stderr
+        assert skipped == (torch_loaded and not thread), (torch_loaded, thread, r.stderr)
+        if status:
+            assert r.stderr.splitlines()[0].startswith("tokpack: "), r.stderr

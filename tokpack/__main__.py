@@ -1,3 +1,3 @@
-from tokpack.cli import main
+from tokpack.cli import console
 
-main()
+console()

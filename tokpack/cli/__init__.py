@@ -1,5 +1,5 @@
 """Command-line interface; importing it does not import torch."""
 
-from tokpack.cli.app import app, main
+from tokpack.cli.app import app, console, main
 
-__all__ = ["app", "main"]
+__all__ = ["app", "console", "main"]
