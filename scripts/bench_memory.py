@@ -6,7 +6,9 @@
 
 Each case is one child process that loads the model, encodes a generated WAV file
 (24 kHz mono PCM_16, speech tiled from the corpus, or chirps without it) to a .tpk and
-decodes it to a WAV, as a user's script would. The table gives the child's peak RSS
+decodes it to a WAV, as a user's script would, and ends as the ``tokpack`` command does
+(``cli.app.console``: without the C++ teardown of torch's libraries, which took up to 134 MB
+more at exit). The table gives the child's peak RSS
 (``os.wait4``'s ``ru_maxrss``: whole process, torch included) and, from the child's own
 ``VmHWM``, the peak after loading (the floor: Python, torch, the model) and after
 encoding. ``--reference M ...`` also runs encodec's ``EncodecModel.encode`` on the
@@ -85,7 +87,8 @@ else:  # encodec's own encode on the whole signal, as tokpack did before it stre
         frames = model.encode(torch.from_numpy(x)[None, None])
     out["encode_s"] = time.perf_counter() - t0
     out["after_encode"] = hwm()
-print(json.dumps(out))
+print(json.dumps(out), flush=True)
+os._exit(0)  # as the tokpack command ends (cli.app.console): no C++ teardown of torch's libraries
 """
 
 
