@@ -65,6 +65,15 @@ typedef struct {
     Py_ssize_t begin, end;
 } Range;  /* the first member of every job: the part of the work it does */
 
+/* out[i] = ELU(x[i]) for i < n (out may be x): what `apply` and `elu` compute */
+static inline void elu_span(float *out, const float *x, Py_ssize_t n, float alpha) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float v = x[i];
+        float e = alpha * expm1_nonpositive(v);
+        out[i] = v > 0.0f ? v : e;
+    }
+}
+
 typedef struct {
     Range range;               /* rows (time steps) */
     const float *x[MAX_TERMS];
@@ -96,13 +105,8 @@ static void apply_rows(void *arg) {
             for (Py_ssize_t c = 0; c < C; c++)
                 o[c] = a[c] * sa[c] + shift[c];
         }
-        if (job->elu) {
-            for (Py_ssize_t c = 0; c < C; c++) {
-                float v = o[c];
-                float e = alpha * expm1_nonpositive(v);
-                o[c] = v > 0.0f ? v : e;
-            }
-        }
+        if (job->elu)
+            elu_span(o, o, C, alpha);
     }
 }
 
@@ -116,12 +120,8 @@ typedef struct {
 CLONES
 static void elu_range(void *arg) {
     const EluJob *job = arg;
-    const float alpha = job->alpha;
-    for (Py_ssize_t i = job->range.begin; i < job->range.end; i++) {
-        float v = job->x[i];
-        float e = alpha * expm1_nonpositive(v);
-        job->out[i] = v > 0.0f ? v : e;
-    }
+    const Py_ssize_t begin = job->range.begin;
+    elu_span(job->out + begin, job->x + begin, job->range.end - begin, job->alpha);
 }
 
 typedef struct {

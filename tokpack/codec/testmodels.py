@@ -47,9 +47,9 @@ its sin/exp/log with SIMD code chosen per CPU (AVX2, AVX-512 and Sapphire Rapids
 its own): on an AMD AVX-512 CPU the float64 audio differed from the AVX2 code's in 46-97 %
 of samples, by up to 3.4e-12, so 5 of 576,000 float32 samples of test_mimi's training
 audio came out one ulp apart, enough for test_mimi to build other weights (the EnCodec and
-DAC test models happened not to change). On the grid a difference of 3.4e-12 (1.1e-7 of a step) can move a sample only if
-it lies that near a midpoint: summed over the samples, about 3e-4 expected changes per
-model build.
+DAC test models happened not to change). On the grid a difference of 3.4e-12 (1.1e-7 of a
+step) can move a sample only if it lies that near a midpoint: summed over the samples,
+about 3e-4 expected changes per model build.
 
 Measured: the same weights under ``ONEDNN_MAX_CPU_ISA`` AVX2, AVX512_CORE and
 AVX512_CORE_AMX, ``ATEN_CPU_CAPABILITY=avx2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2`` and
